@@ -1,0 +1,1 @@
+"""HTTP ingestion gateway for hotels, checkpoints, sponsors, agencies and immigration offices."""

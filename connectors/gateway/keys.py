@@ -1,0 +1,144 @@
+"""API keys: each one belongs to one source and is bound to the one establishment, checkpoint,
+sponsor, agency or office it may report for.
+
+The key file (TOML) holds only SHA-256 hashes of the keys, so a leaked file posts nothing::
+
+    [[source]]
+    id = "hotel-harmoni-batam"
+    kind = "hotel"                      # hotel | checkpoint | sponsor | agency | office | system
+    binds = "EST-BTM-0001"              # the establishment_id (checkpoint_id, sponsor_id, agency_id, office)
+    key_sha256 = "9f86d08..."
+
+A ``system`` source (replay of archives, the simulator) may post any kind for anyone and may set
+``reported_at``; give it only to trusted components.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class KeyFileError(ValueError):
+    pass
+
+
+# For each kind of source: the event kinds it may send, and where the bound id sits in them.
+BINDINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "hotel": {"hotel_guest_event": ("establishment", "establishment_id")},
+    "checkpoint": {"border_crossing": ("checkpoint", "checkpoint_id")},
+    "sponsor": {"sponsor_report": ("sponsor", "sponsor_id")},
+    "agency": {"agency_report": ("agency", "agency_id")},
+    "office": {"permit_update": ("office",)},
+    "system": {},
+}
+SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    kind: str
+    binds: str  # empty for system sources
+    # Registry facts about what the key is bound to, used to complete CSV registers:
+    # name, region, office of an establishment; utc_offset of its local clock.
+    profile: tuple[tuple[str, str], ...] = ()
+
+    def attribute(self, name: str, default: str = "") -> str:
+        return dict(self.profile).get(name, default)
+
+    @property
+    def trusted_clock(self) -> bool:
+        return self.kind == SYSTEM
+
+    def may_send(self, event_kind: str) -> bool:
+        return self.kind == SYSTEM or event_kind in BINDINGS[self.kind]
+
+    def foreign_binding(self, event_kind: str, record: dict[str, Any]) -> str | None:
+        """The field path and value when ``record`` reports for someone else, else None."""
+        if self.kind == SYSTEM:
+            return None
+        path = BINDINGS[self.kind][event_kind]
+        value: Any = record
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value != self.binds:
+            return f"{'.'.join(path)} is {value!r}, but this key reports only for {self.binds!r}"
+        return None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "pora_" + secrets.token_urlsafe(24)
+
+
+class KeyRing:
+    def __init__(self, sources: dict[str, Source]) -> None:
+        self._by_hash = sources  # sha256 hex -> source
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def authenticate(self, key: str | None) -> Source | None:
+        if not key:
+            return None
+        digest = hash_key(key)
+        found = self._by_hash.get(digest)
+        # compare_digest keeps the check constant-time once the dict hit narrowed it down
+        if found is not None and hmac.compare_digest(digest, hash_key(key)):
+            return found
+        return None
+
+    @classmethod
+    def load(cls, path: Path) -> KeyRing:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise KeyFileError(f"API key file {path} does not exist (set PORA_GATEWAY_KEYS_FILE)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise KeyFileError(f"API key file {path} is not valid TOML: {exc}") from None
+        sources: dict[str, Source] = {}
+        for i, entry in enumerate(data.get("source", [])):
+            where = f"{path}: source #{i + 1}"
+            missing = [f for f in ("id", "kind", "key_sha256") if not entry.get(f)]
+            if missing:
+                raise KeyFileError(f"{where}: missing {', '.join(missing)}")
+            kind = entry["kind"]
+            if kind not in BINDINGS:
+                raise KeyFileError(f"{where}: kind {kind!r} is not one of {', '.join(BINDINGS)}")
+            if kind != SYSTEM and not entry.get("binds"):
+                raise KeyFileError(f"{where}: a {kind} key must name what it binds to ('binds')")
+            digest = str(entry["key_sha256"]).lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise KeyFileError(f"{where}: key_sha256 must be 64 hex digits")
+            if digest in sources:
+                raise KeyFileError(f"{where}: the same key is listed twice")
+            profile = tuple(
+                (k, str(entry[k])) for k in ("name", "region", "office", "utc_offset") if entry.get(k)
+            )
+            sources[digest] = Source(
+                id=str(entry["id"]), kind=kind, binds=str(entry.get("binds", "")), profile=profile
+            )
+        return cls(sources)
+
+
+def key_entry(source_id: str, kind: str, binds: str, key: str, **profile: str) -> str:
+    """A TOML entry for the key file."""
+    if kind not in BINDINGS:
+        raise KeyFileError(f"kind {kind!r} is not one of {', '.join(BINDINGS)}")
+    lines = [f"id = {_toml_str(source_id)}", f"kind = {_toml_str(kind)}", f"binds = {_toml_str(binds)}"]
+    lines += [f"{k} = {_toml_str(v)}" for k, v in profile.items() if v]
+    lines.append(f'key_sha256 = "{hash_key(key)}"')
+    return "[[source]]\n" + "\n".join(lines) + "\n\n"
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

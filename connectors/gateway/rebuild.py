@@ -1,0 +1,72 @@
+"""After a restart the gateway re-reads its own receipts from the topics' record headers, so a
+client retrying an event accepted before the restart still gets the first receipt and no copy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from connectors.gateway.ingest import (
+    H_CLIENT_ID,
+    H_DIGEST,
+    H_EVENT_ID,
+    H_KIND,
+    H_RECEIPT,
+    H_RECEIVED,
+    TOPIC_OF_KIND,
+    DedupIndex,
+    Receipt,
+)
+from streams.settings import Settings
+
+
+async def rebuild_dedup(settings: Settings, dedup: DedupIndex, *, timeout_s: float = 300.0) -> int:
+    """Load the receipts of every event on the ingestion topics; returns how many were read."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="pora-gateway-rebuild",
+    )
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (settings.topic(t) for t in TOPIC_OF_KIND.values())
+            if topic in existing
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return 0
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        count = 0
+        pending = set(tps)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for records in batches.values():
+                for rec in records:
+                    h = {k: v.decode() for k, v in rec.headers}
+                    if H_EVENT_ID not in h or H_RECEIPT not in h:
+                        continue
+                    dedup.remember(h.get(H_DIGEST, ""), Receipt(
+                        h[H_RECEIPT], h[H_EVENT_ID], h.get(H_CLIENT_ID, ""), h.get(H_KIND, ""),
+                        int(h.get(H_RECEIVED, "0")),
+                    ))
+                    count += 1
+            # The high watermark from fetch responses is exact, even where ListOffsets is not (Tansu).
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if hw is not None and await consumer.position(tp) >= hw:
+                    pending.discard(tp)
+            await asyncio.sleep(0)
+        if pending:
+            raise TimeoutError(f"dedup rebuild did not reach the end of {len(pending)} partition(s) in {timeout_s} s")
+        return count
+    finally:
+        await consumer.stop()

@@ -1,0 +1,1 @@
+"""Pora's Prometheus metrics, alert rules and dashboards."""

@@ -1,0 +1,1 @@
+"""Pora stream processing: settings, topics, the command line and (later) the detectors."""

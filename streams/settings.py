@@ -1,0 +1,91 @@
+"""One settings object for every Pora service, read from ``PORA_*`` environment variables.
+
+Local mode gets working defaults for the embedded stack; production mode refuses to start
+with a defaulted secret, so a forgotten variable is an error and not a known key.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Well-known only so that the local stack works out of the box; rejected in production.
+LOCAL_PERSON_KEY_SECRET = "pora-local-person-key-secret-not-for-production"
+
+
+class Mode(StrEnum):
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PORA_", env_file=None, extra="ignore")
+
+    mode: Mode = Mode.LOCAL
+    state_dir: Path = Field(default=Path(".pora"), description="pid files, logs, local key file")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = Field(default="", description="prepended to every topic name (tests, tenants)")
+    topic_partitions: int = 6
+    topic_replication: int = 1
+
+    # Gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8088
+    gateway_max_body_bytes: int = 8 * 1024 * 1024
+    gateway_max_batch: int = 5000
+    gateway_dedup_capacity: int = 2_000_000
+    gateway_keys_file: Path | None = Field(
+        default=None, description="API key file (TOML); local mode defaults to <state_dir>/keys.toml"
+    )
+    gateway_clock_skew_seconds: int = Field(
+        default=300, description="how far in the future an occurred_at may lie before it is rejected"
+    )
+    gateway_rebuild_dedup: bool = Field(
+        default=True, description="re-read event ids from the topics on start so retries stay idempotent"
+    )
+    gateway_send_timeout_seconds: float = 30.0
+
+    # Pseudonymisation: keyed hash of (nationality, document number, date of birth)
+    person_key_secret: SecretStr | None = None
+
+    # Local stack
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 9092
+
+    @model_validator(mode="after")
+    def _secrets_in_production(self) -> Settings:
+        if self.mode is Mode.PRODUCTION:
+            missing = []
+            if self.person_key_secret is None or not self.person_key_secret.get_secret_value():
+                missing.append("PORA_PERSON_KEY_SECRET")
+            elif self.person_key_secret.get_secret_value() == LOCAL_PERSON_KEY_SECRET:
+                missing.append("PORA_PERSON_KEY_SECRET (the local default is not allowed)")
+            if self.gateway_keys_file is None:
+                missing.append("PORA_GATEWAY_KEYS_FILE")
+            if missing:
+                raise ValueError("production mode needs: " + ", ".join(missing))
+        return self
+
+    @property
+    def person_secret(self) -> bytes:
+        if self.person_key_secret is not None and self.person_key_secret.get_secret_value():
+            return self.person_key_secret.get_secret_value().encode()
+        return LOCAL_PERSON_KEY_SECRET.encode()
+
+    @property
+    def keys_file(self) -> Path:
+        return self.gateway_keys_file or self.state_dir / "keys.toml"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
