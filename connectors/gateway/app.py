@@ -67,11 +67,12 @@ def _result(outcome: Outcome, total: int) -> web.Response:
             status, kind = 409, "conflict"
         else:
             status, kind = 422, "invalid-events"
+        detail = f"{len(outcome.rejections)} of {total} events were rejected and kept in the dead-letter topic"
+        if accepted:
+            detail += (f"; {accepted} were accepted (receipts below). Fix the rejected ones and send again: "
+                       "accepted events are idempotent")
         return problem(
-            status, kind,
-            f"{len(outcome.rejections)} of {total} events were rejected and kept in the dead-letter topic; "
-            f"{accepted} were accepted (receipts below). Fix the rejected ones and send again: "
-            "accepted events are idempotent.",
+            status, kind, detail + ".",
             rejected=len(outcome.rejections), accepted=accepted, errors=errors, receipts=receipts,
         )
     return web.json_response(
@@ -187,8 +188,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def errors_as_problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return problem(413, "too-large", f"the body is larger than {exc.max_size} bytes")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].gateway_max_body_bytes
+        return problem(413, "too-large", f"the body is larger than {limit} bytes")
     except web.HTTPNotFound:
         return problem(404, "not-found", f"no endpoint {request.method} {request.path}")
     except web.HTTPMethodNotAllowed as exc:

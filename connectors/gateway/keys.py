@@ -59,8 +59,8 @@ class Source:
     def may_send(self, event_kind: str) -> bool:
         return self.kind == SYSTEM or event_kind in BINDINGS[self.kind]
 
-    def foreign_binding(self, event_kind: str, record: dict[str, Any]) -> str | None:
-        """The field path and value when ``record`` reports for someone else, else None."""
+    def foreign_binding(self, event_kind: str, record: dict[str, Any]) -> tuple[str, str] | None:
+        """(field path, problem) when ``record`` reports for someone else, else None."""
         if self.kind == SYSTEM:
             return None
         path = BINDINGS[self.kind][event_kind]
@@ -68,7 +68,7 @@ class Source:
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
         if value != self.binds:
-            return f"{'.'.join(path)} is {value!r}, but this key reports only for {self.binds!r}"
+            return ".".join(path), f"is {value!r}, but this key reports only for {self.binds!r}"
         return None
 
 

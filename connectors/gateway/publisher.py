@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+
+from connectors.gateway.partitioning import partition_for
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class KafkaPublisher:
     """aiokafka producer with acks from all in-sync replicas; returns per-record failures."""
 
     def __init__(self, bootstrap: str, *, send_timeout_s: float = 30.0, linger_ms: int = 5) -> None:
-        self._producer = AIOKafkaProducer(
+        self._config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap,
             acks="all",
             linger_ms=linger_ms,
@@ -40,8 +42,11 @@ class KafkaPublisher:
         )
         self._timeout = send_timeout_s
         self._started = False
+        self._partitions: dict[str, int] = {}
 
     async def start(self) -> None:
+        # aiokafka binds to the running loop, so the producer is made here and not in __init__
+        self._producer = AIOKafkaProducer(**self._config)
         await self._producer.start()
         self._started = True
 
@@ -54,24 +59,64 @@ class KafkaPublisher:
         return self._started
 
     async def publish(self, records: Sequence[OutRecord]) -> list[BaseException | None]:
-        futures: list[asyncio.Future[object] | BaseException] = []
-        for r in records:
+        """Send all records, grouped into one batch per partition, and wait for the acks.
+
+        Batches are built here rather than through ``send()`` per record: the per-record path costs
+        several awaits and a Python murmur2 each, half the gateway's time per event.
+        """
+        results: list[BaseException | None] = [None] * len(records)
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, r in enumerate(records):
             try:
-                futures.append(
-                    await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers) or None)
-                )
-            except Exception as exc:  # buffer full, unknown topic, producer closed
-                futures.append(exc)
-        pending = [f for f in futures if isinstance(f, asyncio.Future)]
+                partitions = self._partitions.get(r.topic) or await self._load_partitions(r.topic)
+            except Exception as exc:
+                results[i] = exc
+                continue
+            p = partition_for(r.key, partitions) if r.key is not None else i % partitions
+            groups.setdefault((r.topic, p), []).append(i)
+        sent: list[tuple[asyncio.Future[object], list[int]]] = []
+        for (topic, partition), indexes in groups.items():
+            batch, members = self._producer.create_batch(), []
+            for i in indexes:
+                r = records[i]
+                if batch.append(key=r.key, value=r.value, timestamp=None, headers=list(r.headers)) is None:
+                    if not members:
+                        results[i] = ValueError(f"record of {len(r.value)} bytes does not fit in a batch")
+                        continue
+                    sent.append(await self._submit(batch, topic, partition, members, results))
+                    batch, members = self._producer.create_batch(), []
+                    batch.append(key=r.key, value=r.value, timestamp=None, headers=list(r.headers))
+                members.append(i)
+            if members:
+                sent.append(await self._submit(batch, topic, partition, members, results))
+        pending = [f for f, _ in sent if not f.done()]
         if pending:
             await asyncio.wait(pending, timeout=self._timeout)
-        results: list[BaseException | None] = []
-        for f in futures:
-            if isinstance(f, BaseException):
-                results.append(f)
-            elif not f.done():
-                f.cancel()
-                results.append(TimeoutError(f"no acknowledgement from the broker within {self._timeout} s"))
+        for fut, members in sent:
+            if not fut.done():
+                fut.cancel()
+                err: BaseException | None = TimeoutError(f"no acknowledgement from the broker within {self._timeout} s")
             else:
-                results.append(f.exception())
+                err = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+            if err is not None:
+                for i in members:
+                    results[i] = err
         return results
+
+    async def _submit(
+        self, batch: Any, topic: str, partition: int, members: list[int], results: list[BaseException | None]
+    ) -> tuple[asyncio.Future[object], list[int]]:
+        try:
+            fut: asyncio.Future[object] = await self._producer.send_batch(batch, topic, partition=partition)
+        except Exception as exc:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved; the caller reads it again
+        return fut, members
+
+    async def _load_partitions(self, topic: str) -> int:
+        found = await self._producer.partitions_for(topic)
+        if not found:
+            raise LookupError(f"topic {topic!r} has no partitions (does it exist?)")
+        self._partitions[topic] = len(found)
+        return len(found)

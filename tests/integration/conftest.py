@@ -7,7 +7,12 @@ independent through a unique topic prefix each.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +21,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.localstack import create_topics, running_broker
+from streams.localstack import create_topics, free_port, running_broker
 from streams.topics import TOPICS
 
 TEST_PARTITIONS = 3
@@ -101,3 +106,124 @@ def consume(kafka_bootstrap: str) -> Callable[..., list[ConsumerRecord]]:
         return consume_all(kafka_bootstrap, topic, expected, timeout=timeout, extra_wait=extra_wait)
 
     return _consume
+
+
+# ---------------------------------------------------------------- the gateway, in-process
+
+
+class RunningGateway:
+    """A gateway serving on a free port in a background thread, on the test's topics."""
+
+    def __init__(self, settings: Any, keys: dict[str, str]) -> None:
+        self.settings = settings
+        self.keys = keys  # source id -> plain API key
+        self.url = f"http://127.0.0.1:{settings.gateway_port}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> RunningGateway:
+        from aiohttp import web
+
+        from connectors.gateway.app import build_app
+        from connectors.gateway.keys import KeyRing
+
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def serve() -> None:
+            app = build_app(self.settings, KeyRing.load(self.settings.keys_file))
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.settings.gateway_port).start()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(serve())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="gateway", daemon=True)
+        self._thread.start()
+        ready.wait(60)
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None or self._runner is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(30)
+
+    def post(self, path: str, body: Any, *, source: str | None = "hotel", content_type: str = "application/json",
+             key: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": content_type}
+        api_key = key if key is not None else (self.keys[source] if source else None)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        req = urllib.request.Request(self.url + path, data=raw, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read()), dict(resp.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}"), dict(err.headers)
+
+    def get(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as resp:
+                return resp.status, resp.read(), dict(resp.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, err.read(), dict(err.headers)
+
+
+HOTEL = {"establishment_id": "EST-BTM-0001", "name": "Hotel Harmoni One", "region": "Kota Batam",
+         "office": "KANIM-BATAM"}
+SOURCES = [  # id, kind, binds, profile
+    ("hotel", "hotel", HOTEL["establishment_id"], {"name": HOTEL["name"], "region": HOTEL["region"],
+                                                  "office": HOTEL["office"]}),
+    ("other-hotel", "hotel", "EST-DPS-0001", {}),
+    ("checkpoint", "checkpoint", "TPI-BATAM-CENTRE", {}),
+    ("sponsor", "sponsor", "SPN-MJK-0001", {}),
+    ("agency", "agency", "AGY-POLRES-MJK", {}),
+    ("office", "office", "KANIM-BATAM", {}),
+    ("system", "system", "", {}),
+]
+
+
+def gateway_settings(bootstrap: str, prefix: str, state_dir: Path, **overrides: Any) -> Any:
+    from streams.settings import Settings
+
+    return Settings(
+        kafka_bootstrap=bootstrap, topic_prefix=prefix, state_dir=state_dir,
+        gateway_keys_file=state_dir / "keys.toml", gateway_port=free_port(), **overrides,
+    )
+
+
+def write_keys(path: Path) -> dict[str, str]:
+    from connectors.gateway.keys import key_entry, new_key
+
+    plain = {}
+    text = []
+    for source_id, kind, binds, profile in SOURCES:
+        plain[source_id] = new_key()
+        text.append(key_entry(source_id, kind, binds, plain[source_id], **profile))
+    path.write_text("".join(text))
+    return plain
+
+
+@pytest.fixture
+def gateway(kafka_bootstrap: str, topics: dict[str, str], topic_prefix: str, tmp_path: Path) -> Iterator[RunningGateway]:
+    """A gateway on this test's topics with one key per kind of source (see SOURCES)."""
+    settings = gateway_settings(kafka_bootstrap, topic_prefix, tmp_path)
+    gw = RunningGateway(settings, write_keys(settings.keys_file)).start()
+    yield gw
+    gw.stop()

@@ -1,0 +1,54 @@
+# Pora: `make demo` and `make test` are all a new machine needs (see README).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo up down status test unit integration lint typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP) ## create the virtual environment and install Pora with its dev tools
+
+demo: $(STAMP) ## start the local stack and push sample reports through the gateway
+	$(BIN)/pora demo
+
+up: $(STAMP) ## start the local stack (broker, topics, gateway)
+	$(BIN)/pora up
+
+down: $(STAMP) ## stop the local stack
+	$(BIN)/pora down
+
+status: $(STAMP) ## show the local stack's processes
+	$(BIN)/pora status
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP) ## mypy --strict
+	$(BIN)/mypy
+
+unit: $(STAMP) ## unit tests only (no services)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP) ## integration tests (starts a Tansu broker for the session)
+	$(BIN)/pytest tests/integration
+
+test: $(STAMP) lint typecheck ## lint, type-check, then every test (unit and integration)
+	$(BIN)/pytest
+
+bench: $(STAMP) ## benchmarks: gateway ingestion vs the raw producer (prints figures, writes bench-results/)
+	$(BIN)/python -m tests.bench.bench_gateway
+
+clean: ## remove the environment and local state
+	-$(BIN)/pora down 2>/dev/null
+	rm -rf $(VENV) .pora .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,164 @@
+"""The `pora` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from pydantic import ValidationError
+
+from streams.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise click.ClickException(f"configuration: {problems}") from None
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Pora: real-time supervision of foreigners and TPPO prevention."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@main.command()
+def up() -> None:
+    """Start the local stack: Tansu broker, topics, ingestion gateway."""
+    from streams import localstack, stack
+
+    try:
+        stack.up(_settings(), say=click.echo)
+    except localstack.StackError as exc:
+        raise _fail(exc) from None
+
+
+@main.command()
+def down() -> None:
+    """Stop the local stack started by `pora up`."""
+    from streams import stack
+
+    stack.down(_settings(), say=click.echo)
+
+
+@main.command()
+def status() -> None:
+    """Show which local processes run."""
+    from streams import localstack, stack
+
+    s = _settings()
+    for name in (stack.BROKER, stack.GATEWAY):
+        pid = localstack.read_pid(s.state_dir, name)
+        state = "running" if pid is not None and localstack.is_running(pid) else "stopped"
+        click.echo(f"{name:<9} {state}" + (f" (pid {pid})" if pid and state == "running" else ""))
+
+
+@main.command()
+def gateway() -> None:
+    """Run the ingestion gateway in the foreground."""
+    from connectors.gateway.app import run
+    from connectors.gateway.keys import KeyFileError, KeyRing
+
+    s = _settings()
+    try:
+        keys = KeyRing.load(s.keys_file)
+    except KeyFileError as exc:
+        raise _fail(exc) from None
+    if not len(keys):
+        raise click.ClickException(f"API key file {s.keys_file} holds no keys; add one with `pora keys add`")
+    click.echo(f"gateway: {len(keys)} API keys, Kafka {s.kafka_bootstrap}, listening on {s.gateway_host}:{s.gateway_port}")
+    run(s, keys, print_fn=click.echo)
+
+
+@main.command()
+def topics() -> None:
+    """Create the platform's topics (idempotent)."""
+    from streams import localstack
+    from streams.topics import TOPICS
+
+    s = _settings()
+    names = [s.topic(t.name) for t in TOPICS]
+    try:
+        created = localstack.create_topics(s.kafka_bootstrap, names, s.topic_partitions, s.topic_replication)
+    except localstack.StackError as exc:
+        raise _fail(exc) from None
+    for n in names:
+        click.echo(f"{n:<30} {'created' if n in created else 'exists'}")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys of sources."""
+
+
+@keys.command("add")
+@click.option("--id", "source_id", required=True, help="Name of the source, e.g. hotel-harmoni-batam.")
+@click.option("--kind", type=click.Choice(["hotel", "checkpoint", "sponsor", "agency", "office", "system"]),
+              required=True)
+@click.option("--binds", default="", help="establishment_id, checkpoint_id, sponsor_id, agency_id or office code.")
+@click.option("--name", default="", help="Establishment name (completes CSV registers).")
+@click.option("--region", default="", help="Establishment region.")
+@click.option("--office", default="", help="Establishment's immigration office.")
+@click.option("--utc-offset", default="", help="Local time offset for CSV registers, e.g. +08:00 (WITA).")
+def keys_add(source_id: str, kind: str, binds: str, name: str, region: str, office: str, utc_offset: str) -> None:
+    """Create a key; prints it once and stores only its hash in the key file."""
+    from connectors.gateway.keys import key_entry, new_key
+
+    if kind != "system" and not binds:
+        raise click.UsageError(f"a {kind} key must be bound: give --binds")
+    s = _settings()
+    key = new_key()
+    s.keys_file.parent.mkdir(parents=True, exist_ok=True)
+    with s.keys_file.open("a") as fh:
+        fh.write(key_entry(source_id, kind, binds, key, name=name, region=region, office=office,
+                           utc_offset=utc_offset))
+    click.echo(f"key for {source_id} ({kind}{' ' + binds if binds else ''}), shown once:\n{key}")
+    click.echo(f"added to {s.keys_file}; restart the gateway to load it", err=True)
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--limit", default=20, show_default=True, help="Show the last N records.")
+def tail(topic: str, limit: int) -> None:
+    """Print the last records of a topic, decoded."""
+    import json
+
+    from streams.reading import read_topic
+
+    s = _settings()
+    try:
+        records = read_topic(s.kafka_bootstrap, s.topic(topic))
+    except (LookupError, TimeoutError) as exc:
+        raise _fail(exc) from None
+    for r in records[-limit:]:
+        body = r.record if r.record is not None else {"error": r.error}
+        click.echo(f"{r.partition}:{r.offset} {r.kind} {json.dumps(body, default=str, ensure_ascii=False)}")
+
+
+@main.command()
+def demo() -> None:
+    """Start the local stack, post sample reports as each source would, show what arrived."""
+    from connectors.demo import run_demo
+    from streams import localstack, stack
+
+    s = _settings()
+    try:
+        stack.up(s, say=click.echo)
+    except localstack.StackError as exc:
+        raise _fail(exc) from None
+    s = s.model_copy(update={"kafka_bootstrap": f"{s.broker_host}:{s.broker_port}"})
+    run_demo(s, say=click.echo)
+    click.echo("\nThe stack keeps running: `pora tail dead-letters`, `pora status`, `pora down` to stop.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

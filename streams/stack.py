@@ -1,0 +1,153 @@
+"""`pora up` / `pora down`: the embedded local stack (Tansu broker, topics, gateway) as processes
+recorded by pid under the state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.gateway.keys import key_entry, new_key
+from connectors.samples import AGENCY, CHECKPOINTS, ESTABLISHMENTS, SPONSOR
+from streams import localstack
+from streams.settings import Mode, Settings
+from streams.topics import TOPICS
+
+BROKER, GATEWAY = "broker", "gateway"
+
+
+@dataclass(frozen=True)
+class DemoKey:
+    source_id: str
+    kind: str
+    binds: str
+    key: str
+
+
+def demo_keys_path(settings: Settings) -> Path:
+    return settings.state_dir / "demo-keys.json"
+
+
+def ensure_local_keys(settings: Settings) -> dict[str, DemoKey]:
+    """In local mode, create a key file with one key per demo source (kept in plain text beside it,
+    readable only by the owner, for the demo); production keys are made with `pora keys add`."""
+    plain = demo_keys_path(settings)
+    if settings.keys_file.exists() and plain.exists():
+        return {k: DemoKey(**v) for k, v in json.loads(plain.read_text()).items()}
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    est = ESTABLISHMENTS[0]
+    wanted = [
+        ("hotel-harmoni-batam", "hotel", est["establishment_id"],
+         {"name": est["name"], "region": est["region"], "office": est["office"], "utc_offset": "+07:00"}),
+        ("tpi-batam-centre", "checkpoint", CHECKPOINTS[0]["checkpoint_id"], {}),
+        ("tpi-soekarno-hatta", "checkpoint", CHECKPOINTS[1]["checkpoint_id"], {}),
+        ("sponsor-sinar-baja", "sponsor", SPONSOR["sponsor_id"], {}),
+        ("polres-mojokerto", "agency", AGENCY["agency_id"], {}),
+        ("kanim-batam", "office", "KANIM-BATAM", {}),
+        ("replay", "system", "", {}),
+    ]
+    keys: dict[str, DemoKey] = {}
+    lines = ["# Pora API keys (local stack). Only SHA-256 hashes of the keys are kept here.\n\n"]
+    for source_id, kind, binds, profile in wanted:
+        key = new_key()
+        keys[source_id] = DemoKey(source_id, kind, binds, key)
+        lines.append(key_entry(source_id, kind, binds, key, **profile))
+    settings.keys_file.write_text("".join(lines))
+    plain.write_text(json.dumps({k: vars(v) for k, v in keys.items()}, indent=2))
+    os.chmod(plain, 0o600)
+    return keys
+
+
+def _gateway_url(settings: Settings) -> str:
+    return f"http://{settings.gateway_host}:{settings.gateway_port}"
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PORA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "PORA_STATE_DIR": str(settings.state_dir.resolve()),
+        "PORA_GATEWAY_HOST": settings.gateway_host,
+        "PORA_GATEWAY_PORT": str(settings.gateway_port),
+        "PORA_GATEWAY_KEYS_FILE": str(settings.keys_file.resolve()),
+        "PORA_TOPIC_PREFIX": settings.topic_prefix,
+    })
+    return env
+
+
+def up(settings: Settings, *, say: Callable[[str], object] = print) -> None:
+    if settings.mode is Mode.PRODUCTION:
+        raise localstack.StackError("`pora up` runs the embedded local stack; in production deploy with deploy/")
+    state = settings.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    bootstrap = f"{settings.broker_host}:{settings.broker_port}"
+    if settings.kafka_bootstrap != bootstrap:
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+
+    pid = localstack.read_pid(state, BROKER)
+    if pid is not None and localstack.is_running(pid):
+        say(f"broker    already running (pid {pid}) on {bootstrap}")
+    else:
+        proc = localstack.start_broker(settings.broker_host, settings.broker_port, state / "broker.log")
+        localstack.write_pid(state, BROKER, proc.pid)
+        say(f"broker    started (pid {proc.pid}) on {bootstrap}, log {state / 'broker.log'}")
+
+    names = [settings.topic(t.name) for t in TOPICS]
+    created = localstack.create_topics(bootstrap, names, settings.topic_partitions, settings.topic_replication)
+    say(f"topics    {len(names)} ready ({len(created)} created, {settings.topic_partitions} partitions each)")
+
+    ensure_local_keys(settings)
+    url = _gateway_url(settings)
+    pid = localstack.read_pid(state, GATEWAY)
+    if pid is not None and localstack.is_running(pid):
+        say(f"gateway   already running (pid {pid}) at {url}")
+        return
+    if not localstack.port_free(settings.gateway_host, settings.gateway_port):
+        raise localstack.PortInUseError(
+            f"port {settings.gateway_port} on {settings.gateway_host} is already in use: "
+            "stop what holds it or set PORA_GATEWAY_PORT"
+        )
+    log_path = state / "gateway.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "gateway"], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=_env(settings), start_new_session=True,
+        )
+    localstack.write_pid(state, GATEWAY, proc.pid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            localstack.remove_pid(state, GATEWAY)
+            raise localstack.StackError("the gateway exited at start:\n" + "\n".join(tail))
+        if _ready(url):
+            say(f"gateway   started (pid {proc.pid}) at {url}, log {log_path}")
+            return
+        time.sleep(0.2)
+    raise localstack.StackError(f"the gateway did not become ready within 60 s; see {log_path}")
+
+
+def down(settings: Settings, *, say: Callable[[str], object] = print) -> None:
+    for name in (GATEWAY, BROKER):
+        pid = localstack.read_pid(settings.state_dir, name)
+        if pid is None:
+            say(f"{name:<9} not running")
+            continue
+        stopped = localstack.stop_process(pid)
+        localstack.remove_pid(settings.state_dir, name)
+        say(f"{name:<9} {'stopped' if stopped else 'was not running'} (pid {pid})")
