@@ -18,8 +18,9 @@ from streams.topics import TOPICS
 
 
 def post(url: str, key: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": content_type})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Authorization": f"Bearer {key}", "Content-Type": content_type}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
@@ -38,11 +39,14 @@ def run_demo(settings: Settings, say: Callable[[str], object] = print) -> dict[s
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         status, answer = post(base + path, keys[source].key, raw, content_type)
         if status == 200:
-            say(f"  {status} {label}: {answer['accepted']} accepted, {answer['duplicates']} repeats"
-                f" (first receipt {answer['receipts'][0]['receipt_id']})")
+            say(
+                f"  {status} {label}: {answer['accepted']} accepted, {answer['duplicates']} repeats"
+                f" (first receipt {answer['receipts'][0]['receipt_id']})"
+            )
         else:
-            errors = "; ".join(f"{e.get('item', '')} {e['field']}: {e['problem']}".strip()
-                               for e in answer.get("errors", []))
+            errors = "; ".join(
+                f"{e.get('item', '')} {e['field']}: {e['problem']}".strip() for e in answer.get("errors", [])
+            )
             say(f"  {status} {label}: {answer.get('detail', '')}" + (f"\n        {errors}" if errors else ""))
 
     say(f"\nPosting sample reports to {base}")
@@ -54,15 +58,21 @@ def run_demo(settings: Settings, say: Callable[[str], object] = print) -> dict[s
         f"{f.today} 09:30;AUS;PA1234567;Olivia;Brown;{f.today};214\n"
         f"{f.today} 09:45;XYZ;PB7654321;Liam;Wilson;{f.today};215\n"
     ).encode()
-    send("hotel-harmoni-batam", "/v1/registers/hotel-guests", register, "guest register (CSV, one bad row)",
-         "text/csv")
+    send("hotel-harmoni-batam", "/v1/registers/hotel-guests", register, "guest register (CSV, one bad row)", "text/csv")
     foreign = f.hotel_check_in(ESTABLISHMENTS[2])
     send("hotel-harmoni-batam", "/v1/events/hotel-guest-events", foreign, "a check-in for another hotel")
-    send("tpi-batam-centre", "/v1/events/border-crossings",
-         [f.arrival(CHECKPOINTS[0], g, days_ago=2) for g in guests], "arrivals at Batam Centre")
-    send("tpi-soekarno-hatta", "/v1/events/border-crossings",
-         [f.citizen_departure(CHECKPOINTS[1]), f.citizen_departure(CHECKPOINTS[1], risky=True)],
-         "citizen departures at Soekarno-Hatta")
+    send(
+        "tpi-batam-centre",
+        "/v1/events/border-crossings",
+        [f.arrival(CHECKPOINTS[0], g, days_ago=2) for g in guests],
+        "arrivals at Batam Centre",
+    )
+    send(
+        "tpi-soekarno-hatta",
+        "/v1/events/border-crossings",
+        [f.citizen_departure(CHECKPOINTS[1]), f.citizen_departure(CHECKPOINTS[1], risky=True)],
+        "citizen departures at Soekarno-Hatta",
+    )
     send("sponsor-sinar-baja", "/v1/events/sponsor-reports", f.sponsor_report(), "sponsor roster")
     send("kanim-batam", "/v1/events/permit-updates", f.permit_extension(guests[0]), "VoA extension")
     send("polres-mojokerto", "/v1/events/agency-reports", f.agency_report(), "police field report")

@@ -21,20 +21,26 @@ class DecodeError(ValueError):
     """Bytes that are not a Pora event; the message says which check failed."""
 
 
+def _hint(schema: dict[str, Any]) -> dict[str, Any]:
+    parsed = parse_schema(schema)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
 class Codec:
     """Encodes and decodes every event kind; build once and share (schemas are parsed once)."""
 
     def __init__(self) -> None:
         self._writers: dict[str, Contract] = {k: current(k) for k in KINDS}
         # fastavro re-parses on every call unless given its own parsed form (with its hints)
-        self._hinted = {k: parse_schema(c.parsed) for k, c in self._writers.items()}
+        self._hinted: dict[str, dict[str, Any]] = {k: _hint(c.parsed) for k, c in self._writers.items()}
         # fingerprint -> (kind, writer schema, reader schema or None when they are the same)
         self._readers: dict[bytes, tuple[str, dict[str, Any], dict[str, Any] | None]] = {}
         for kind in KINDS:
             now = self._writers[kind]
             for old in history(kind):
                 if old.fingerprint != now.fingerprint:
-                    self._readers[old.fingerprint] = (kind, parse_schema(old.parsed), self._hinted[kind])
+                    self._readers[old.fingerprint] = (kind, _hint(old.parsed), self._hinted[kind])
             self._readers[now.fingerprint] = (kind, self._hinted[kind], None)
 
     def contract(self, kind: str) -> Contract:

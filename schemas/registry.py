@@ -58,12 +58,18 @@ def _contract(kind: str, version: int, parsed: dict[str, Any]) -> Contract:
     )
 
 
+def _as_record(schema: Any) -> dict[str, Any]:
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise TypeError("an event contract must be an Avro record schema")
+    return schema
+
+
 @cache
 def current(kind: str) -> Contract:
     """The schema that writers use now."""
     if kind not in KINDS:
         raise KeyError(f"unknown event kind {kind!r}; known: {', '.join(KINDS)}")
-    parsed = load_schema(SCHEMA_DIR / f"{kind}.avsc", _write_hint=False)
+    parsed = _as_record(load_schema(str(SCHEMA_DIR / f"{kind}.avsc"), _write_hint=False))
     frozen = history(kind)
     version = frozen[-1].version if frozen and frozen[-1].canonical == to_parsing_canonical_form(parsed) else 0
     return _contract(kind, version, parsed)
@@ -77,7 +83,7 @@ def history(kind: str) -> tuple[Contract, ...]:
         m = _VERSION_FILE.match(path.name)
         if m is None or m["kind"] != kind:
             continue
-        parsed = parse_schema(json.loads(path.read_text()), _write_hint=False)
+        parsed = _as_record(parse_schema(json.loads(path.read_text()), _write_hint=False))
         found.append(_contract(kind, int(m["version"]), parsed))
     return tuple(sorted(found, key=lambda c: c.version))
 

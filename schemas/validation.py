@@ -175,7 +175,9 @@ def _compile(schema: Any, path: str, field_name: str = "") -> Converter:
                 seen = len(problems)
                 out.append(item(v, problems))
                 for j in range(seen, len(problems)):  # name the item that failed
-                    problems[j] = FieldError(problems[j].field.replace(placeholder, f"{path}[{i}]", 1), problems[j].problem)
+                    problems[j] = FieldError(
+                        problems[j].field.replace(placeholder, f"{path}[{i}]", 1), problems[j].problem
+                    )
             return out
 
         return conv_array
@@ -293,8 +295,12 @@ def _compile_union(branches: list[Any], path: str, field_name: str) -> Converter
 
 def _compile_record(schema: dict[str, Any], path: str) -> Converter:
     fields = [
-        (f["name"], _join(path, f["name"]), _compile(f["type"], _join(path, f["name"]), f["name"]),
-         f.get("default", _MISSING))
+        (
+            f["name"],
+            _join(path, f["name"]),
+            _compile(f["type"], _join(path, f["name"]), f["name"]),
+            f.get("default", _MISSING),
+        )
         for f in schema["fields"]
     ]
     known = {name for name, _, _, _ in fields}

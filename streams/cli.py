@@ -75,7 +75,9 @@ def gateway() -> None:
         raise _fail(exc) from None
     if not len(keys):
         raise click.ClickException(f"API key file {s.keys_file} holds no keys; add one with `pora keys add`")
-    click.echo(f"gateway: {len(keys)} API keys, Kafka {s.kafka_bootstrap}, listening on {s.gateway_host}:{s.gateway_port}")
+    click.echo(
+        f"gateway: {len(keys)} API keys, Kafka {s.kafka_bootstrap}, listening on {s.gateway_host}:{s.gateway_port}"
+    )
     run(s, keys, print_fn=click.echo)
 
 
@@ -102,8 +104,9 @@ def keys() -> None:
 
 @keys.command("add")
 @click.option("--id", "source_id", required=True, help="Name of the source, e.g. hotel-harmoni-batam.")
-@click.option("--kind", type=click.Choice(["hotel", "checkpoint", "sponsor", "agency", "office", "system"]),
-              required=True)
+@click.option(
+    "--kind", type=click.Choice(["hotel", "checkpoint", "sponsor", "agency", "office", "system"]), required=True
+)
 @click.option("--binds", default="", help="establishment_id, checkpoint_id, sponsor_id, agency_id or office code.")
 @click.option("--name", default="", help="Establishment name (completes CSV registers).")
 @click.option("--region", default="", help="Establishment region.")
@@ -119,8 +122,7 @@ def keys_add(source_id: str, kind: str, binds: str, name: str, region: str, offi
     key = new_key()
     s.keys_file.parent.mkdir(parents=True, exist_ok=True)
     with s.keys_file.open("a") as fh:
-        fh.write(key_entry(source_id, kind, binds, key, name=name, region=region, office=office,
-                           utc_offset=utc_offset))
+        fh.write(key_entry(source_id, kind, binds, key, name=name, region=region, office=office, utc_offset=utc_offset))
     click.echo(f"key for {source_id} ({kind}{' ' + binds if binds else ''}), shown once:\n{key}")
     click.echo(f"added to {s.keys_file}; restart the gateway to load it", err=True)
 

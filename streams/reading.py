@@ -29,8 +29,11 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 15.0) -> list[Rea
     ListOffsets answer can lie below it, so ``end_offsets()`` is not used.
     """
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", allow_auto_create_topics=False,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        allow_auto_create_topics=False,
     )
     try:
         partitions = consumer.partitions_for_topic(topic)

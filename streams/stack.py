@@ -44,8 +44,12 @@ def ensure_local_keys(settings: Settings) -> dict[str, DemoKey]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     est = ESTABLISHMENTS[0]
     wanted = [
-        ("hotel-harmoni-batam", "hotel", est["establishment_id"],
-         {"name": est["name"], "region": est["region"], "office": est["office"], "utc_offset": "+07:00"}),
+        (
+            "hotel-harmoni-batam",
+            "hotel",
+            est["establishment_id"],
+            {"name": est["name"], "region": est["region"], "office": est["office"], "utc_offset": "+07:00"},
+        ),
         ("tpi-batam-centre", "checkpoint", CHECKPOINTS[0]["checkpoint_id"], {}),
         ("tpi-soekarno-hatta", "checkpoint", CHECKPOINTS[1]["checkpoint_id"], {}),
         ("sponsor-sinar-baja", "sponsor", SPONSOR["sponsor_id"], {}),
@@ -79,14 +83,16 @@ def _ready(url: str) -> bool:
 
 def _env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PORA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PORA_STATE_DIR": str(settings.state_dir.resolve()),
-        "PORA_GATEWAY_HOST": settings.gateway_host,
-        "PORA_GATEWAY_PORT": str(settings.gateway_port),
-        "PORA_GATEWAY_KEYS_FILE": str(settings.keys_file.resolve()),
-        "PORA_TOPIC_PREFIX": settings.topic_prefix,
-    })
+    env.update(
+        {
+            "PORA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "PORA_STATE_DIR": str(settings.state_dir.resolve()),
+            "PORA_GATEWAY_HOST": settings.gateway_host,
+            "PORA_GATEWAY_PORT": str(settings.gateway_port),
+            "PORA_GATEWAY_KEYS_FILE": str(settings.keys_file.resolve()),
+            "PORA_TOPIC_PREFIX": settings.topic_prefix,
+        }
+    )
     return env
 
 
@@ -125,8 +131,12 @@ def up(settings: Settings, *, say: Callable[[str], object] = print) -> None:
     log_path = state / "gateway.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "gateway"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=_env(settings), start_new_session=True,
+            [sys.executable, "-m", "streams.cli", "gateway"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env(settings),
+            start_new_session=True,
         )
     localstack.write_pid(state, GATEWAY, proc.pid)
     deadline = time.monotonic() + 60

@@ -43,8 +43,12 @@ def _api_key(request: web.Request) -> str | None:
 def _authenticate(request: web.Request) -> Source | web.Response:
     source = request.app[KEYS].authenticate(_api_key(request))
     if source is None:
-        return problem(401, "unauthenticated", "missing or unknown API key",
-                       headers={"WWW-Authenticate": 'Bearer realm="pora-gateway"'})
+        return problem(
+            401,
+            "unauthenticated",
+            "missing or unknown API key",
+            headers={"WWW-Authenticate": 'Bearer realm="pora-gateway"'},
+        )
     return source
 
 
@@ -53,10 +57,13 @@ def _result(outcome: Outcome, total: int) -> web.Response:
     accepted = len(receipts)
     if outcome.unavailable:
         return problem(
-            503, "unavailable",
+            503,
+            "unavailable",
             f"{len(outcome.unavailable)} of {total} events were not acknowledged by the broker; "
             f"{accepted} were accepted (receipts below). Send the batch again: accepted events are idempotent.",
-            headers={"Retry-After": "5"}, accepted=accepted, receipts=receipts,
+            headers={"Retry-After": "5"},
+            accepted=accepted,
+            receipts=receipts,
             unavailable=sorted(outcome.unavailable),
         )
     if outcome.rejections:
@@ -69,11 +76,18 @@ def _result(outcome: Outcome, total: int) -> web.Response:
             status, kind = 422, "invalid-events"
         detail = f"{len(outcome.rejections)} of {total} events were rejected and kept in the dead-letter topic"
         if accepted:
-            detail += (f"; {accepted} were accepted (receipts below). Fix the rejected ones and send again: "
-                       "accepted events are idempotent")
+            detail += (
+                f"; {accepted} were accepted (receipts below). Fix the rejected ones and send again: "
+                "accepted events are idempotent"
+            )
         return problem(
-            status, kind, detail + ".",
-            rejected=len(outcome.rejections), accepted=accepted, errors=errors, receipts=receipts,
+            status,
+            kind,
+            detail + ".",
+            rejected=len(outcome.rejections),
+            accepted=accepted,
+            errors=errors,
+            receipts=receipts,
         )
     return web.json_response(
         {"accepted": accepted, "duplicates": outcome.duplicates, "receipts": receipts},
@@ -81,11 +95,15 @@ def _result(outcome: Outcome, total: int) -> web.Response:
     )
 
 
-async def _reject_body(request: web.Request, source: Source, kind: str | None, raw: bytes,
-                       reason: str, problems: list[FieldError]) -> None:
+async def _reject_body(
+    request: web.Request, source: Source, kind: str | None, raw: bytes, reason: str, problems: list[FieldError]
+) -> None:
     await request.app[INGESTOR].dead_letter(
-        source.id, kind, [(Item(None, raw), Rejection(0, "", reason, problems))],
-        content_type=request.content_type, step="gateway.parse",
+        source.id,
+        kind,
+        [(Item(None, raw), Rejection(0, "", reason, problems))],
+        content_type=request.content_type,
+        step="gateway.parse",
     )
     metrics.EVENTS_REJECTED.labels(source.kind, kind or "", reason).inc()
 
@@ -140,8 +158,9 @@ async def post_register(request: web.Request) -> web.Response:
         items = parse_register(raw, source)
     except RegisterError as exc:
         await _reject_body(request, source, kind, raw, "malformed_csv", exc.problems)
-        return problem(400, "malformed-body", f"the register cannot be read: {exc}",
-                       errors=[p.as_dict() for p in exc.problems])
+        return problem(
+            400, "malformed-body", f"the register cannot be read: {exc}", errors=[p.as_dict() for p in exc.problems]
+        )
     limit = request.app[SETTINGS].gateway_max_batch
     if len(items) > limit:
         return problem(413, "too-large", f"the register holds {len(items)} rows; at most {limit} per upload")
@@ -159,8 +178,12 @@ async def readyz(request: web.Request) -> web.Response:
     state = request.app[READY]
     ingestor = request.app[INGESTOR]
     ok = bool(state.get("dedup_rebuilt")) and ingestor.publisher.healthy()
-    body = {"status": "ready" if ok else "starting", "dedup_entries": len(ingestor.dedup),
-            "producer": ingestor.publisher.healthy(), "dedup_rebuilt": bool(state.get("dedup_rebuilt"))}
+    body = {
+        "status": "ready" if ok else "starting",
+        "dedup_entries": len(ingestor.dedup),
+        "producer": ingestor.publisher.healthy(),
+        "dedup_rebuilt": bool(state.get("dedup_rebuilt")),
+    }
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -197,8 +220,12 @@ async def errors_as_problems(request: web.Request, handler: Handler) -> web.Stre
         return problem(405, "not-found", f"{request.method} is not allowed here; use {', '.join(exc.allowed_methods)}")
     except PublishError as exc:
         log.error("dead-letter write failed: %s", exc)
-        return problem(503, "unavailable", "the broker did not acknowledge the dead-letter record; retry",
-                       headers={"Retry-After": "5"})
+        return problem(
+            503,
+            "unavailable",
+            "the broker did not acknowledge the dead-letter record; retry",
+            headers={"Retry-After": "5"},
+        )
     except web.HTTPException:
         raise
     except Exception:
@@ -216,8 +243,9 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 
 def build_app(settings: Settings, keys: KeyRing, publisher: Publisher | None = None) -> web.Application:
     """The gateway; the publisher and key ring are injectable so tests and replay can reuse it."""
-    app = web.Application(client_max_size=settings.gateway_max_body_bytes,
-                          middlewares=[security_headers, errors_as_problems])
+    app = web.Application(
+        client_max_size=settings.gateway_max_body_bytes, middlewares=[security_headers, errors_as_problems]
+    )
     pub = publisher or KafkaPublisher(settings.kafka_bootstrap, send_timeout_s=settings.gateway_send_timeout_seconds)
     app[SETTINGS] = settings
     app[KEYS] = keys
@@ -246,5 +274,11 @@ def build_app(settings: Settings, keys: KeyRing, publisher: Publisher | None = N
 
 def run(settings: Settings, keys: KeyRing, *, print_fn: Callable[[str], Any] = print) -> None:
     app = build_app(settings, keys)
-    web.run_app(app, host=settings.gateway_host, port=settings.gateway_port, print=print_fn,
-                access_log=None, handle_signals=True)
+    web.run_app(
+        app,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        print=print_fn,
+        access_log=None,
+        handle_signals=True,
+    )

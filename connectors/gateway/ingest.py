@@ -192,8 +192,9 @@ class Ingestor:
         dead: list[tuple[Item, Rejection]] = []
 
         for i, item in enumerate(items):
-            checked = validator(item.value, now_ms=now_ms, max_skew_ms=self._skew_ms,
-                                trusted_clock=source.trusted_clock)
+            checked = validator(
+                item.value, now_ms=now_ms, max_skew_ms=self._skew_ms, trusted_clock=source.trusted_clock
+            )
             errors = list(item.problems) + checked.problems
             record = checked.record
             if errors or record is None:
@@ -258,19 +259,21 @@ class Ingestor:
             fut: asyncio.Future[Receipt | None] = loop.create_future()
             self.dedup.in_flight[event_id] = fut
             mine.append((i, receipt, digest, fut))
-            records.append(OutRecord(
-                topic=topic,
-                key=partition_key(kind, record),
-                value=self.codec.encode(kind, record),
-                headers=(
-                    (H_EVENT_ID, event_id.encode()),
-                    (H_KIND, kind.encode()),
-                    (H_RECEIPT, receipt.receipt_id.encode()),
-                    (H_RECEIVED, str(now_ms).encode()),
-                    (H_DIGEST, digest.encode()),
-                    (H_CLIENT_ID, client_id.encode()),
-                ),
-            ))
+            records.append(
+                OutRecord(
+                    topic=topic,
+                    key=partition_key(kind, record),
+                    value=self.codec.encode(kind, record),
+                    headers=(
+                        (H_EVENT_ID, event_id.encode()),
+                        (H_KIND, kind.encode()),
+                        (H_RECEIPT, receipt.receipt_id.encode()),
+                        (H_RECEIVED, str(now_ms).encode()),
+                        (H_DIGEST, digest.encode()),
+                        (H_CLIENT_ID, client_id.encode()),
+                    ),
+                )
+            )
         results = await self.publisher.publish(records) if records else []
         accepted = 0
         for (i, receipt, digest, fut), err in zip(mine, results, strict=True):
@@ -297,8 +300,14 @@ class Ingestor:
         return conflicts
 
     def _answer_known(
-        self, i: int, event_id: str, digest: str, known: tuple[str, Receipt], outcome: Outcome,
-        source: Source, kind: str,
+        self,
+        i: int,
+        event_id: str,
+        digest: str,
+        known: tuple[str, Receipt],
+        outcome: Outcome,
+        source: Source,
+        kind: str,
     ) -> list[Rejection]:
         first_digest, receipt = known
         if first_digest == digest:
@@ -306,10 +315,20 @@ class Ingestor:
             outcome.duplicates += 1
             metrics.EVENTS_DUPLICATE.labels(source.kind, kind).inc()
             return []
-        return [Rejection(i, "", "conflict", [FieldError(
-            "event_id", f"{receipt.client_event_id or event_id!r} was already receipted "
-            f"({receipt.receipt_id}) for different content; send a CORRECTION or use a new event_id",
-        )])]
+        return [
+            Rejection(
+                i,
+                "",
+                "conflict",
+                [
+                    FieldError(
+                        "event_id",
+                        f"{receipt.client_event_id or event_id!r} was already receipted "
+                        f"({receipt.receipt_id}) for different content; send a CORRECTION or use a new event_id",
+                    )
+                ],
+            )
+        ]
 
     async def dead_letter(
         self,
@@ -326,7 +345,8 @@ class Ingestor:
         records = []
         for item, rej in rejected:
             letter = {
-                "event_id": "dl-" + hashlib.sha256(
+                "event_id": "dl-"
+                + hashlib.sha256(
                     source_id.encode() + item.raw + str(now_ms).encode() + item.label.encode()
                 ).hexdigest()[:24],
                 "occurred_at": int(time.time() * 1000),
@@ -339,12 +359,14 @@ class Ingestor:
                 "content_type": content_type,
                 "raw": item.raw[: self.settings.gateway_max_body_bytes],
             }
-            records.append(OutRecord(
-                topic=self._dead_letter_topic,
-                key=source_id.encode() or None,
-                value=self.codec.encode("dead_letter", letter),
-                headers=((H_KIND, b"dead_letter"),),
-            ))
+            records.append(
+                OutRecord(
+                    topic=self._dead_letter_topic,
+                    key=source_id.encode() or None,
+                    value=self.codec.encode("dead_letter", letter),
+                    headers=((H_KIND, b"dead_letter"),),
+                )
+            )
             metrics.DEAD_LETTERS.labels(step, rej.reason).inc()
         failures = [e for e in await self.publisher.publish(records) if e is not None]
         if failures:

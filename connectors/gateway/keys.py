@@ -121,12 +121,8 @@ class KeyRing:
                 raise KeyFileError(f"{where}: key_sha256 must be 64 hex digits")
             if digest in sources:
                 raise KeyFileError(f"{where}: the same key is listed twice")
-            profile = tuple(
-                (k, str(entry[k])) for k in ("name", "region", "office", "utc_offset") if entry.get(k)
-            )
-            sources[digest] = Source(
-                id=str(entry["id"]), kind=kind, binds=str(entry.get("binds", "")), profile=profile
-            )
+            profile = tuple((k, str(entry[k])) for k in ("name", "region", "office", "utc_offset") if entry.get(k))
+            sources[digest] = Source(id=str(entry["id"]), kind=kind, binds=str(entry.get("binds", "")), profile=profile)
         return cls(sources)
 
 

@@ -11,7 +11,8 @@ PROBLEM_TYPES: dict[str, str] = {
     "invalid-events": "One or more events failed validation; each error names the item, the field and the problem.",
     "malformed-body": "The body could not be parsed as JSON or CSV.",
     "unauthenticated": "No valid API key was given (Authorization: Bearer <key> or X-API-Key).",
-    "forbidden": "The key may not send this kind of event, or for this establishment, checkpoint, sponsor, agency or office.",
+    "forbidden": "The key may not send this kind of event, or not for this establishment, checkpoint, "
+    "sponsor, agency or office.",
     "conflict": "The event_id was already receipted for different content.",
     "too-large": "The body or the batch is larger than the gateway accepts.",
     "unsupported-media-type": "The Content-Type is not one the endpoint accepts.",
@@ -21,10 +22,16 @@ PROBLEM_TYPES: dict[str, str] = {
 }
 
 
-def problem(status: int, kind: str, detail: str, *, headers: dict[str, str] | None = None,
-            **extra: Any) -> web.Response:
-    body = {"type": f"/problems/{kind}", "title": PROBLEM_TYPES[kind].split(";")[0].rstrip("."),
-            "status": status, "detail": detail, **extra}
+def problem(
+    status: int, kind: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    body = {
+        "type": f"/problems/{kind}",
+        "title": PROBLEM_TYPES[kind].split(";")[0].rstrip("."),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/problem+json", headers=headers
     )

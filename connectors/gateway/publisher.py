@@ -76,7 +76,7 @@ class KafkaPublisher:
             groups.setdefault((r.topic, p), []).append(i)
         sent: list[tuple[asyncio.Future[object], list[int]]] = []
         for (topic, partition), indexes in groups.items():
-            batch, members = self._producer.create_batch(), []
+            batch, members = self._producer.create_batch(), list[int]()
             for i in indexes:
                 r = records[i]
                 if batch.append(key=r.key, value=r.value, timestamp=None, headers=list(r.headers)) is None:

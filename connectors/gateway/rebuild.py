@@ -54,10 +54,16 @@ async def rebuild_dedup(settings: Settings, dedup: DedupIndex, *, timeout_s: flo
                     h = {k: v.decode() for k, v in rec.headers}
                     if H_EVENT_ID not in h or H_RECEIPT not in h:
                         continue
-                    dedup.remember(h.get(H_DIGEST, ""), Receipt(
-                        h[H_RECEIPT], h[H_EVENT_ID], h.get(H_CLIENT_ID, ""), h.get(H_KIND, ""),
-                        int(h.get(H_RECEIVED, "0")),
-                    ))
+                    dedup.remember(
+                        h.get(H_DIGEST, ""),
+                        Receipt(
+                            h[H_RECEIPT],
+                            h[H_EVENT_ID],
+                            h.get(H_CLIENT_ID, ""),
+                            h.get(H_KIND, ""),
+                            int(h.get(H_RECEIVED, "0")),
+                        ),
+                    )
                     count += 1
             # The high watermark from fetch responses is exact, even where ListOffsets is not (Tansu).
             for tp in list(pending):

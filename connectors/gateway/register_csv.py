@@ -30,8 +30,15 @@ REQUIRED = ("nationality", "document_number", "surname", "check_in_date", "occur
 GUEST = {"nationality", "document_type", "document_number", "given_names", "surname", "date_of_birth"}
 ESTABLISHMENT = {"establishment_name": "name", "region": "region", "office": "office"}
 TOP = {
-    "event_id", "action", "permit_type", "room", "check_in_date", "expected_check_out_date",
-    "check_out_date", "corrects_event_id", "occurred_at",
+    "event_id",
+    "action",
+    "permit_type",
+    "room",
+    "check_in_date",
+    "expected_check_out_date",
+    "check_out_date",
+    "corrects_event_id",
+    "occurred_at",
 }
 KNOWN = GUEST | TOP | set(ESTABLISHMENT)
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?$")
@@ -50,7 +57,9 @@ def _decode(body: bytes) -> str:
     try:
         return body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise RegisterError([FieldError("<file>", f"is not UTF-8 (byte {exc.start}); save the register as CSV UTF-8")]) from None
+        raise RegisterError(
+            [FieldError("<file>", f"is not UTF-8 (byte {exc.start}); save the register as CSV UTF-8")]
+        ) from None
 
 
 def parse_register(body: bytes, source: Source) -> list[Item]:
@@ -64,7 +73,8 @@ def parse_register(body: bytes, source: Source) -> list[Item]:
     problems = [FieldError("<header>", f"column {c!r} is missing") for c in REQUIRED if c not in header]
     problems += [
         FieldError("<header>", f"column {c!r} is not known (known: {', '.join(sorted(KNOWN))})")
-        for c in header if c not in KNOWN
+        for c in header
+        if c not in KNOWN
     ]
     dupes = {c for c in header if header.count(c) > 1}
     problems += [FieldError("<header>", f"column {c!r} appears more than once") for c in sorted(dupes)]
@@ -83,8 +93,14 @@ def parse_register(body: bytes, source: Source) -> list[Item]:
         raw = (header_line + "\n" + delimiter.join(row) + "\n").encode()
         label = f"row {line_no}"
         if len(row) != len(header):
-            items.append(Item(value=None, raw=raw, label=label, problems=(FieldError(
-                "<row>", f"has {len(row)} cells, the header has {len(header)}"),)))
+            items.append(
+                Item(
+                    value=None,
+                    raw=raw,
+                    label=label,
+                    problems=(FieldError("<row>", f"has {len(row)} cells, the header has {len(header)}"),),
+                )
+            )
             continue
         cells = {h: c.strip() for h, c in zip(header, row, strict=True)}
         items.append(Item(value=_event(cells, source, offset), raw=raw, label=label))

@@ -163,8 +163,15 @@ class RunningGateway:
         assert self._thread is not None
         self._thread.join(30)
 
-    def post(self, path: str, body: Any, *, source: str | None = "hotel", content_type: str = "application/json",
-             key: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def post(
+        self,
+        path: str,
+        body: Any,
+        *,
+        source: str | None = "hotel",
+        content_type: str = "application/json",
+        key: str | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         headers = {"Content-Type": content_type}
         api_key = key if key is not None else (self.keys[source] if source else None)
@@ -185,11 +192,19 @@ class RunningGateway:
             return err.code, err.read(), dict(err.headers)
 
 
-HOTEL = {"establishment_id": "EST-BTM-0001", "name": "Hotel Harmoni One", "region": "Kota Batam",
-         "office": "KANIM-BATAM"}
+HOTEL = {
+    "establishment_id": "EST-BTM-0001",
+    "name": "Hotel Harmoni One",
+    "region": "Kota Batam",
+    "office": "KANIM-BATAM",
+}
 SOURCES = [  # id, kind, binds, profile
-    ("hotel", "hotel", HOTEL["establishment_id"], {"name": HOTEL["name"], "region": HOTEL["region"],
-                                                  "office": HOTEL["office"]}),
+    (
+        "hotel",
+        "hotel",
+        HOTEL["establishment_id"],
+        {"name": HOTEL["name"], "region": HOTEL["region"], "office": HOTEL["office"]},
+    ),
     ("other-hotel", "hotel", "EST-DPS-0001", {}),
     ("checkpoint", "checkpoint", "TPI-BATAM-CENTRE", {}),
     ("sponsor", "sponsor", "SPN-MJK-0001", {}),
@@ -203,8 +218,12 @@ def gateway_settings(bootstrap: str, prefix: str, state_dir: Path, **overrides: 
     from streams.settings import Settings
 
     return Settings(
-        kafka_bootstrap=bootstrap, topic_prefix=prefix, state_dir=state_dir,
-        gateway_keys_file=state_dir / "keys.toml", gateway_port=free_port(), **overrides,
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        state_dir=state_dir,
+        gateway_keys_file=state_dir / "keys.toml",
+        gateway_port=free_port(),
+        **overrides,
     )
 
 
@@ -221,7 +240,9 @@ def write_keys(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def gateway(kafka_bootstrap: str, topics: dict[str, str], topic_prefix: str, tmp_path: Path) -> Iterator[RunningGateway]:
+def gateway(
+    kafka_bootstrap: str, topics: dict[str, str], topic_prefix: str, tmp_path: Path
+) -> Iterator[RunningGateway]:
     """A gateway on this test's topics with one key per kind of source (see SOURCES)."""
     settings = gateway_settings(kafka_bootstrap, topic_prefix, tmp_path)
     gw = RunningGateway(settings, write_keys(settings.keys_file)).start()

@@ -24,8 +24,9 @@ def decoded(records: list[Any]) -> list[dict[str, Any]]:
     return [codec().decode(r.value)[1] for r in records]
 
 
-def test_each_kind_comes_back_decoded_from_its_topic(gateway: RunningGateway, topics: dict[str, str],
-                                                     consume: Consume) -> None:
+def test_each_kind_comes_back_decoded_from_its_topic(
+    gateway: RunningGateway, topics: dict[str, str], consume: Consume
+) -> None:
     f = SampleFactory(seed=1)
     cases = [
         ("hotel-guest-events", "hotel", f.hotel_check_in(HOTEL), "hotel.guest-events", "guest"),
@@ -53,7 +54,8 @@ def test_each_kind_comes_back_decoded_from_its_topic(gateway: RunningGateway, to
         if identity_field:
             ident = event[identity_field]
             assert rec[identity_field]["person_key"] == person_key(
-                LOCAL_PERSON_KEY_SECRET.encode(), ident["nationality"], ident["document_number"])
+                LOCAL_PERSON_KEY_SECRET.encode(), ident["nationality"], ident["document_number"]
+            )
             assert rec[identity_field]["document_number"] == ident["document_number"]
             # one traveller, one partition: the key is the person key
             assert records[0].key == rec[identity_field]["person_key"].encode()
@@ -61,8 +63,9 @@ def test_each_kind_comes_back_decoded_from_its_topic(gateway: RunningGateway, to
     assert all(e["foreigner"]["person_key"].startswith("pk_") for e in roster)
 
 
-def test_bad_event_names_every_field_and_is_dead_lettered(gateway: RunningGateway, topics: dict[str, str],
-                                                          consume: Consume) -> None:
+def test_bad_event_names_every_field_and_is_dead_lettered(
+    gateway: RunningGateway, topics: dict[str, str], consume: Consume
+) -> None:
     f = SampleFactory(seed=2)
     event = f.hotel_check_in(HOTEL)
     event["guest"]["nationality"] = "XYZ"
@@ -89,8 +92,7 @@ def test_bad_event_names_every_field_and_is_dead_lettered(gateway: RunningGatewa
     assert b'"roomm"' in letter["raw"]
 
 
-def test_malformed_json_is_400_and_kept_raw(gateway: RunningGateway, topics: dict[str, str],
-                                           consume: Consume) -> None:
+def test_malformed_json_is_400_and_kept_raw(gateway: RunningGateway, topics: dict[str, str], consume: Consume) -> None:
     raw = b'{"event_id": "x1", "occurred_at": '
     status, body, _ = gateway.post(EVENTS + "hotel-guest-events", raw)
     assert status == 400 and body["type"] == "/problems/malformed-body"
@@ -98,16 +100,24 @@ def test_malformed_json_is_400_and_kept_raw(gateway: RunningGateway, topics: dic
     assert letter["raw"] == raw and letter["reason"] == "malformed_json" and letter["step"] == "gateway.parse"
 
 
-def test_batch_with_a_bad_item_accepts_the_rest(gateway: RunningGateway, topics: dict[str, str],
-                                                consume: Consume) -> None:
+def test_batch_with_a_bad_item_accepts_the_rest(
+    gateway: RunningGateway, topics: dict[str, str], consume: Consume
+) -> None:
     f = SampleFactory(seed=3)
     batch = [f.hotel_check_in(HOTEL) for _ in range(5)]
     batch[3]["action"] = "CHECK_OUT"  # without check_out_date
     status, body, _ = gateway.post(EVENTS + "hotel-guest-events", {"events": batch})
     assert status == 422
     assert body["accepted"] == 4 and body["rejected"] == 1
-    assert body["errors"] == [{"index": 3, "item": "[3]", "reason": "invalid", "field": "check_out_date",
-                               "problem": "is required for CHECK_OUT"}]
+    assert body["errors"] == [
+        {
+            "index": 3,
+            "item": "[3]",
+            "reason": "invalid",
+            "field": "check_out_date",
+            "problem": "is required for CHECK_OUT",
+        }
+    ]
     on_topic = decoded(consume(topics["hotel.guest-events"], 4))
     assert sorted(r["event_id"] for r in on_topic) == sorted(r["event_id"] for r in body["receipts"])
     assert len(consume(topics["dead-letters"], 1)) == 1
@@ -119,8 +129,9 @@ def test_batch_with_a_bad_item_accepts_the_rest(gateway: RunningGateway, topics:
     assert len(consume(topics["hotel.guest-events"], 5)) == 5
 
 
-def test_duplicate_gives_same_receipt_and_one_event(gateway: RunningGateway, topics: dict[str, str],
-                                                    consume: Consume) -> None:
+def test_duplicate_gives_same_receipt_and_one_event(
+    gateway: RunningGateway, topics: dict[str, str], consume: Consume
+) -> None:
     event = SampleFactory(seed=4).hotel_check_in(HOTEL)
     first = gateway.post(EVENTS + "hotel-guest-events", event)
     second = gateway.post(EVENTS + "hotel-guest-events", event)
@@ -137,8 +148,9 @@ def test_duplicate_gives_same_receipt_and_one_event(gateway: RunningGateway, top
     assert len(consume(topics["hotel.guest-events"], 2)) == 2
 
 
-def test_event_id_reused_for_other_content_is_409(gateway: RunningGateway, topics: dict[str, str],
-                                                  consume: Consume) -> None:
+def test_event_id_reused_for_other_content_is_409(
+    gateway: RunningGateway, topics: dict[str, str], consume: Consume
+) -> None:
     event = SampleFactory(seed=6).hotel_check_in(HOTEL)
     assert gateway.post(EVENTS + "hotel-guest-events", event)[0] == 200
     changed = {**event, "room": "999"}
@@ -149,8 +161,9 @@ def test_event_id_reused_for_other_content_is_409(gateway: RunningGateway, topic
     assert decoded(consume(topics["dead-letters"], 1))[0]["reason"] == "conflict"
 
 
-def test_event_ids_of_different_sources_do_not_collide(gateway: RunningGateway, topics: dict[str, str],
-                                                       consume: Consume) -> None:
+def test_event_ids_of_different_sources_do_not_collide(
+    gateway: RunningGateway, topics: dict[str, str], consume: Consume
+) -> None:
     f = SampleFactory(seed=7)
     mine = {**f.hotel_check_in(HOTEL), "event_id": "1"}
     theirs = {**f.hotel_check_in({**HOTEL, "establishment_id": "EST-DPS-0001"}), "event_id": "1"}
@@ -187,8 +200,9 @@ def test_keys_are_bound_to_their_source(gateway: RunningGateway, topics: dict[st
     assert sorted(x["reason"] for x in letters) == ["forbidden", "forbidden", "forbidden"]
 
 
-def test_csv_register_reports_the_bad_row_and_accepts_the_rest(gateway: RunningGateway, topics: dict[str, str],
-                                                               consume: Consume) -> None:
+def test_csv_register_reports_the_bad_row_and_accepts_the_rest(
+    gateway: RunningGateway, topics: dict[str, str], consume: Consume
+) -> None:
     register = (
         "\ufeffoccurred_at;nationality;document_number;given_names;surname;check_in_date;room\n"
         "2026-11-24 09:30;AUS;PA1234567;Olivia;Brown;2026-11-24;214\n"
@@ -217,10 +231,12 @@ def test_csv_register_reports_the_bad_row_and_accepts_the_rest(gateway: RunningG
     assert status == 400 and any("nationality" in e["problem"] for e in body["errors"])
 
 
-def test_limits_and_media_types(kafka_bootstrap: str, topics: dict[str, str], topic_prefix: str,
-                                tmp_path: Path) -> None:
-    settings = gateway_settings(kafka_bootstrap, topic_prefix, tmp_path, gateway_max_batch=3,
-                                gateway_max_body_bytes=20_000)
+def test_limits_and_media_types(
+    kafka_bootstrap: str, topics: dict[str, str], topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = gateway_settings(
+        kafka_bootstrap, topic_prefix, tmp_path, gateway_max_batch=3, gateway_max_body_bytes=20_000
+    )
     gw = RunningGateway(settings, write_keys(settings.keys_file)).start()
     try:
         f = SampleFactory(seed=9)
