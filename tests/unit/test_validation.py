@@ -186,8 +186,9 @@ BAD: list[Any] = [
                  id="wrong-type-number-for-string"),
     pytest.param("hotel_check_in", _set("guest", ["SGP"]), [("guest", "^expected an object, got an array$")],
                  id="wrong-type-array-for-record"),
-    pytest.param("agency_report", _set("location.latitude", "-7.5"),
-                 [("location.latitude", "^expected a finite number, got a string$")],
+    pytest.param("agency_report", _all(_set("location.latitude", "-7.5"), _set("location.longitude", "112.6")),
+                 [("location.latitude", "^expected a finite number, got a string$"),
+                  ("location.longitude", "^expected a finite number, got a string$")],
                  id="wrong-type-string-for-number"),
     pytest.param("citizen_departure", _set("departure.return_ticket", "yes"),
                  [("departure.return_ticket", "^expected true or false, got a string$")],
@@ -293,6 +294,24 @@ def test_a_body_that_is_not_an_object() -> None:
     result = validate("hotel_guest_event", [sample("hotel_check_in")[1]])
     assert [(p.field, p.problem) for p in result.problems] == [("<body>", "expected an object, got an array")]
     assert result.record is None
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "field", "problem"),
+    [
+        pytest.param("agency_report", _set("location.latitude", "-7.5"), "location.latitude",
+                     "expected a finite number, got a string", id="latitude-as-string"),
+        pytest.param("citizen_departure", _set("traveller.nationality", 62), "traveller.nationality",
+                     "expected a string, got a number", id="citizen-nationality-as-number"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_reported_once_without_follow_up_problems(
+    name: str, edit: Edit, field: str, problem: str
+) -> None:
+    # The client did send both coordinates, and a citizen's journey: the only thing wrong is the type.
+    kind, event = sample(name)
+    edit(event)
+    assert [(p.field, p.problem) for p in validate(kind, event).problems] == [(field, problem)]
 
 
 def test_occurred_at_within_the_allowed_skew_is_accepted() -> None:
