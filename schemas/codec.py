@@ -6,11 +6,13 @@ with an older frozen version is resolved to the current schema of its kind on re
 
 from __future__ import annotations
 
+import struct
 from io import BytesIO
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from schemas.encoder import compile_encoder
 from schemas.registry import KINDS, Contract, current, history
 
 MAGIC = b"\xc3\x01"
@@ -34,6 +36,8 @@ class Codec:
         self._writers: dict[str, Contract] = {k: current(k) for k in KINDS}
         # fastavro re-parses on every call unless given its own parsed form (with its hints)
         self._hinted: dict[str, dict[str, Any]] = {k: _hint(c.parsed) for k, c in self._writers.items()}
+        self._encoders = {k: compile_encoder(c.parsed) for k, c in self._writers.items()}
+        self._headers = {k: MAGIC + c.fingerprint for k, c in self._writers.items()}
         # fingerprint -> (kind, writer schema, reader schema or None when they are the same)
         self._readers: dict[bytes, tuple[str, dict[str, Any], dict[str, Any] | None]] = {}
         for kind in KINDS:
@@ -51,6 +55,10 @@ class Codec:
 
     def encode(self, kind: str, record: dict[str, Any]) -> bytes:
         contract = self.contract(kind)
+        try:
+            return self._headers[kind] + self._encoders[kind](record)
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError, struct.error):
+            pass  # not a well-formed record: let fastavro say precisely what is wrong
         buf = BytesIO()
         buf.write(MAGIC)
         buf.write(contract.fingerprint)

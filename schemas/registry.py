@@ -90,7 +90,7 @@ def history(kind: str) -> tuple[Contract, ...]:
 
 def expanded_json(kind: str) -> str:
     """The current schema with every named type inlined, as frozen into history/."""
-    return json.dumps(current(kind).parsed, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(current(kind).parsed, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def freeze(kind: str) -> Path | None:
@@ -103,3 +103,30 @@ def freeze(kind: str) -> Path | None:
     history.cache_clear()
     current.cache_clear()
     return path
+
+
+_PRIMITIVE_NAMES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
+def expand_named(schema: Any, named: dict[str, Any]) -> Any:
+    """Inline references to named types (Avro writes a named type in full only once)."""
+    if isinstance(schema, str):
+        return schema if schema in _PRIMITIVE_NAMES else named[schema]
+    if isinstance(schema, list):
+        return [expand_named(b, named) for b in schema]
+    kind = schema["type"]
+    if kind == "record":
+        out = {**schema, "fields": []}
+        named[schema["name"]] = out
+        out["fields"] = [{**f, "type": expand_named(f["type"], named)} for f in schema["fields"]]
+        return out
+    if kind in ("enum", "fixed"):
+        named[schema["name"]] = schema
+        return schema
+    if kind == "array":
+        return {**schema, "items": expand_named(schema["items"], named)}
+    if kind == "map":
+        return {**schema, "values": expand_named(schema["values"], named)}
+    if isinstance(kind, dict | list):
+        return expand_named(kind, named)
+    return schema

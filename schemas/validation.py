@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from schemas.person import CITIZEN, COUNTRY_CODES, normalise_document_number, valid_document_number
-from schemas.registry import current
+from schemas.registry import current, expand_named
 
 EPOCH_DATE = date(1970, 1, 1)
 MAX_STRING = 4000
@@ -108,33 +108,6 @@ def days_to_date(days: int) -> date:
 
 def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-_PRIMITIVE_NAMES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-
-
-def expand_named(schema: Any, named: dict[str, Any]) -> Any:
-    """Inline references to named types (Avro writes a named type in full only once)."""
-    if isinstance(schema, str):
-        return schema if schema in _PRIMITIVE_NAMES else named[schema]
-    if isinstance(schema, list):
-        return [expand_named(b, named) for b in schema]
-    kind = schema["type"]
-    if kind == "record":
-        out = {**schema, "fields": []}
-        named[schema["name"]] = out
-        out["fields"] = [{**f, "type": expand_named(f["type"], named)} for f in schema["fields"]]
-        return out
-    if kind in ("enum", "fixed"):
-        named[schema["name"]] = schema
-        return schema
-    if kind == "array":
-        return {**schema, "items": expand_named(schema["items"], named)}
-    if kind == "map":
-        return {**schema, "values": expand_named(schema["values"], named)}
-    if isinstance(kind, dict | list):
-        return expand_named(kind, named)
-    return schema
 
 
 def _compile(schema: Any, path: str, field_name: str = "") -> Converter:
@@ -293,6 +266,20 @@ def _compile_union(branches: list[Any], path: str, field_name: str) -> Converter
     return conv_optional
 
 
+_SLOW, _TEXT, _OPTIONAL_TEXT = 0, 1, 2
+
+
+def _shortcut(field: dict[str, Any]) -> int:
+    """Plain string fields, the most common, are checked inline in the record loop (no call)."""
+    if field["name"] in MAY_BE_EMPTY:
+        return _SLOW
+    if field["type"] == "string":
+        return _TEXT
+    if field["type"] in (["null", "string"], ["string", "null"]):
+        return _OPTIONAL_TEXT
+    return _SLOW
+
+
 def _compile_record(schema: dict[str, Any], path: str) -> Converter:
     fields = [
         (
@@ -300,10 +287,11 @@ def _compile_record(schema: dict[str, Any], path: str) -> Converter:
             _join(path, f["name"]),
             _compile(f["type"], _join(path, f["name"]), f["name"]),
             f.get("default", _MISSING),
+            _shortcut(f),
         )
         for f in schema["fields"]
     ]
-    known = {name for name, _, _, _ in fields}
+    known = {name for name, _, _, _, _ in fields}
     listed = ", ".join(sorted(known))
 
     def conv_record(value: Any, problems: Problems) -> Any:
@@ -312,7 +300,7 @@ def _compile_record(schema: dict[str, Any], path: str) -> Converter:
             return None
         out: dict[str, Any] = {}
         given = 0
-        for name, field_path, conv, default in fields:
+        for name, field_path, conv, default, shortcut in fields:
             raw = value.get(name, _MISSING)
             if raw is _MISSING:
                 if default is _MISSING:
@@ -321,6 +309,14 @@ def _compile_record(schema: dict[str, Any], path: str) -> Converter:
                     out[name] = list(default) if isinstance(default, list) else default
                 continue
             given += 1
+            if shortcut and type(raw) is str:
+                text = raw.strip()
+                if text and len(text) <= MAX_STRING:
+                    out[name] = text
+                    continue
+            elif shortcut == _OPTIONAL_TEXT and raw is None:
+                out[name] = None
+                continue
             out[name] = conv(raw, problems)
         if given != len(value):
             for extra in sorted(map(str, value.keys() - known)):

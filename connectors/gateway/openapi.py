@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from schemas.registry import current
-from schemas.validation import GATEWAY_FIELDS, expand_named
+from schemas.registry import current, expand_named
+from schemas.validation import GATEWAY_FIELDS
 
 
 def json_schema(avro: Any) -> dict[str, Any]:
