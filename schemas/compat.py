@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.registry import expand_named
+
 _PROMOTIONS = {
     "int": {"int", "long", "float", "double"},
     "long": {"long", "float", "double"},
@@ -40,7 +42,12 @@ def _names_match(writer: dict[str, Any], reader: dict[str, Any]) -> bool:
     return _short(_full_name(writer)) in {_short(_full_name(reader)), *aliases}
 
 
-def backward_problems(writer: Any, reader: Any, path: str = "") -> list[str]:
+def backward_problems(writer: Any, reader: Any) -> list[str]:
+    """Problems a reader of ``reader`` would meet on data written with ``writer`` (empty: compatible)."""
+    return _problems(expand_named(writer, {}), expand_named(reader, {}), "")
+
+
+def _problems(writer: Any, reader: Any, path: str = "") -> list[str]:
     """Problems a reader of ``reader`` would meet on data written with ``writer`` (empty: compatible).
 
     Both schemas must be fully expanded (no references to named types by name only).
@@ -51,11 +58,11 @@ def backward_problems(writer: Any, reader: Any, path: str = "") -> list[str]:
     if wt == "union":
         problems: list[str] = []
         for branch in writer:
-            problems += backward_problems(branch, reader, path)
+            problems += _problems(branch, reader, path)
         return problems
     if rt == "union":
         for branch in reader:
-            if not backward_problems(writer, branch, path):
+            if not _problems(writer, branch, path):
                 return []
         return [f"{here}: written as {wt}, which no branch of the reader's union accepts"]
 
@@ -80,7 +87,7 @@ def backward_problems(writer: Any, reader: Any, path: str = "") -> list[str]:
                 if "default" not in field:
                     problems.append(f"{sub}: new field without a default")
                 continue
-            problems += backward_problems(source["type"], field["type"], sub)
+            problems += _problems(source["type"], field["type"], sub)
         return problems
 
     if wt == "enum":
@@ -92,12 +99,12 @@ def backward_problems(writer: Any, reader: Any, path: str = "") -> list[str]:
         return []
 
     if wt == "array":
-        return backward_problems(writer["items"], reader["items"], f"{path}[]")
+        return _problems(writer["items"], reader["items"], f"{path}[]")
     if wt == "map":
-        return backward_problems(writer["values"], reader["values"], f"{path}{{}}")
+        return _problems(writer["values"], reader["values"], f"{path}{{}}")
     if wt == "fixed":
         if writer["size"] != reader["size"] or not _names_match(writer, reader):
             return [f"{here}: fixed changed from {writer['size']} to {reader['size']} bytes or renamed"]
         return []
     # logical types ride on their underlying type: {"type": "int", "logicalType": "date"}
-    return backward_problems(writer["type"], reader["type"], path) if wt != rt else []
+    return _problems(writer["type"], reader["type"], path) if wt != rt else []

@@ -39,12 +39,11 @@ def _zz(n: int) -> bytes:
 
 
 def _ts_millis(v: Any) -> int:
-    if isinstance(v, datetime):
-        if v.tzinfo is None:
-            v = v.replace(tzinfo=UTC)
+    if isinstance(v, datetime) and v.tzinfo is not None:
         delta = v - _EPOCH
         return int((delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000)
-    raise TypeError(f"timestamp-millis needs an int or a datetime, got {type(v).__name__}")
+    # naive datetimes go to fastavro's path (it reads them as local time)
+    raise TypeError(f"timestamp-millis needs an int or an aware datetime, got {v!r}")
 
 
 def _days(v: Any) -> int:
@@ -57,7 +56,11 @@ class _Gen:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {
-            "_zz": _zz, "_pd": _pack_double, "_pf": _pack_float, "_ts": _ts_millis, "_days": _days,
+            "_zz": _zz,
+            "_pd": _pack_double,
+            "_pf": _pack_float,
+            "_ts": _ts_millis,
+            "_days": _days,
         }
         self.n = 0
 

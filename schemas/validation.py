@@ -390,11 +390,12 @@ def _check_crossing(rec: dict[str, Any], problems: Problems) -> None:
     nat = traveller.get("nationality") if isinstance(traveller, dict) else None
     direction, arrival, departure = rec.get("direction"), rec.get("arrival"), rec.get("departure")
     citizen = nat == CITIZEN
-    if direction == "ARRIVAL" and not citizen and arrival is None:
+    known = isinstance(nat, str)  # else its problem is reported already, and whose journey it is is unknown
+    if known and direction == "ARRIVAL" and not citizen and arrival is None:
         problems.add("arrival", "is required for a foreigner's ARRIVAL (permit_type, authorised_until)")
-    if arrival is not None and (citizen or direction != "ARRIVAL"):
+    if known and arrival is not None and (citizen or direction != "ARRIVAL"):
         problems.add("arrival", "is only for a foreigner's ARRIVAL")
-    if departure is not None and (not citizen or direction != "DEPARTURE"):
+    if known and departure is not None and (not citizen or direction != "DEPARTURE"):
         problems.add("departure", "is only for a citizen's (IDN) DEPARTURE")
     occurred = rec.get("occurred_at")
     occurred_day = occurred // DAY_MS if isinstance(occurred, int) else None
@@ -403,10 +404,10 @@ def _check_crossing(rec: dict[str, Any], problems: Problems) -> None:
         if isinstance(until, int) and occurred_day is not None and until < occurred_day:
             problems.add("arrival.authorised_until", "lies before the arrival itself")
     if isinstance(departure, dict):
-        _country(departure.get("destination_country"), "departure.destination_country", problems)
         dest = departure.get("destination_country")
         if isinstance(dest, str):
-            departure["destination_country"] = dest.upper()
+            departure["destination_country"] = dest = dest.upper()
+        _country(dest, "departure.destination_country", problems)
         route = departure.get("onward_route") or []
         for i, code in enumerate(route):
             if isinstance(code, str):
@@ -442,7 +443,8 @@ def _check_agency(rec: dict[str, Any], problems: Problems) -> None:
             problems.add("location.latitude", "must lie between -90 and 90")
         if isinstance(lon, float) and not -180 <= lon <= 180:
             problems.add("location.longitude", "must lie between -180 and 180")
-        if (lat is None) != (lon is None):
+        reported = {p.field for p in problems} & {"location.latitude", "location.longitude"}
+        if (lat is None) != (lon is None) and not reported:
             problems.add("location", "latitude and longitude go together: give both or neither")
 
 

@@ -16,7 +16,8 @@ A ``system`` source (replay of archives, the simulator) may post any kind for an
 from __future__ import annotations
 
 import hashlib
-import hmac
+import json
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass
@@ -90,12 +91,8 @@ class KeyRing:
     def authenticate(self, key: str | None) -> Source | None:
         if not key:
             return None
-        digest = hash_key(key)
-        found = self._by_hash.get(digest)
-        # compare_digest keeps the check constant-time once the dict hit narrowed it down
-        if found is not None and hmac.compare_digest(digest, hash_key(key)):
-            return found
-        return None
+        # Looked up by SHA-256 of the key: lookup timing can only reveal hashes, never key bytes.
+        return self._by_hash.get(hash_key(key))
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:
@@ -106,13 +103,16 @@ class KeyRing:
         except tomllib.TOMLDecodeError as exc:
             raise KeyFileError(f"API key file {path} is not valid TOML: {exc}") from None
         sources: dict[str, Source] = {}
-        for i, entry in enumerate(data.get("source", [])):
+        entries = data.get("source", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise KeyFileError(f"{path}: 'source' must be an array of tables, each entry starting with [[source]]")
+        for i, entry in enumerate(entries):
             where = f"{path}: source #{i + 1}"
             missing = [f for f in ("id", "kind", "key_sha256") if not entry.get(f)]
             if missing:
                 raise KeyFileError(f"{where}: missing {', '.join(missing)}")
             kind = entry["kind"]
-            if kind not in BINDINGS:
+            if not isinstance(kind, str) or kind not in BINDINGS:
                 raise KeyFileError(f"{where}: kind {kind!r} is not one of {', '.join(BINDINGS)}")
             if kind != SYSTEM and not entry.get("binds"):
                 raise KeyFileError(f"{where}: a {kind} key must name what it binds to ('binds')")
@@ -122,6 +122,9 @@ class KeyRing:
             if digest in sources:
                 raise KeyFileError(f"{where}: the same key is listed twice")
             profile = tuple((k, str(entry[k])) for k in ("name", "region", "office", "utc_offset") if entry.get(k))
+            offset = dict(profile).get("utc_offset")
+            if offset is not None and not re.fullmatch(r"[+-](0\d|1[0-4]):[0-5]\d", offset):
+                raise KeyFileError(f"{where}: utc_offset {offset!r} is not like +07:00")
             sources[digest] = Source(id=str(entry["id"]), kind=kind, binds=str(entry.get("binds", "")), profile=profile)
         return cls(sources)
 
@@ -137,4 +140,5 @@ def key_entry(source_id: str, kind: str, binds: str, key: str, **profile: str) -
 
 
 def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # JSON's escapes are TOML's; TOML also forbids a raw DEL
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")

@@ -42,7 +42,6 @@ TOP = {
 }
 KNOWN = GUEST | TOP | set(ESTABLISHMENT)
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?$")
-_OFFSET = re.compile(r"^[+-]\d{2}:\d{2}$")
 
 
 class RegisterError(ValueError):
@@ -81,16 +80,14 @@ def parse_register(body: bytes, source: Source) -> list[Item]:
     if problems:
         raise RegisterError(problems)
 
-    offset = source.attribute("utc_offset", "+07:00")
-    if not _OFFSET.match(offset):
-        offset = "+07:00"
+    offset = source.attribute("utc_offset", "+07:00")  # checked when the key file was loaded
     items: list[Item] = []
     header_line = lines[0]
     for row in reader:
         line_no = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        raw = (header_line + "\n" + delimiter.join(row) + "\n").encode()
+        raw = (header_line + "\n" + _row_text(row, delimiter)).encode()
         label = f"row {line_no}"
         if len(row) != len(header):
             items.append(
@@ -109,8 +106,15 @@ def parse_register(body: bytes, source: Source) -> list[Item]:
     return items
 
 
+def _row_text(row: list[str], delimiter: str) -> str:
+    """The row as CSV again, quoted where a cell needs it, so that it reads back the same."""
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(row)
+    return out.getvalue()
+
+
 def _event(cells: dict[str, str], source: Source, offset: str) -> dict[str, Any]:
-    guest: dict[str, Any] = {k: cells[k] for k in GUEST if k in cells}
+    guest: dict[str, Any] = {k: cells[k] for k in GUEST if cells.get(k)}
     guest.setdefault("document_type", "PASSPORT")
     guest.setdefault("given_names", "")
     if not guest.get("date_of_birth"):

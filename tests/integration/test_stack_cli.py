@@ -14,15 +14,21 @@ from streams import localstack
 
 
 def pora(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_up_status_down(tmp_path: Path) -> None:
     broker_port, gateway_port = localstack.free_port(), localstack.free_port()
-    env = {**os.environ, "PORA_STATE_DIR": str(tmp_path / "state"), "PORA_BROKER_PORT": str(broker_port),
-           "PORA_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker_port}", "PORA_GATEWAY_PORT": str(gateway_port),
-           "PORA_TOPIC_PARTITIONS": "4"}
+    env = {
+        **os.environ,
+        "PORA_STATE_DIR": str(tmp_path / "state"),
+        "PORA_BROKER_PORT": str(broker_port),
+        "PORA_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker_port}",
+        "PORA_GATEWAY_PORT": str(gateway_port),
+        "PORA_TOPIC_PARTITIONS": "4",
+    }
     env.pop("PORA_GATEWAY_KEYS_FILE", None)
     try:
         up = pora(["up"], env)

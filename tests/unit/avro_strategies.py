@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
@@ -53,7 +53,10 @@ def _namespace_of(fullname: str) -> str:
     return fullname.rpartition(".")[0]
 
 
-def _lookup(name: str, named: dict[str, Any], namespace: str) -> Any:
+T = TypeVar("T")
+
+
+def _lookup(name: str, named: dict[str, T], namespace: str) -> T:
     for candidate in (full_name(name, namespace), name):
         if candidate in named:
             return named[candidate]

@@ -6,7 +6,7 @@ import copy
 import re
 from functools import cache
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from avro_strategies import decoded, expand, read_as, records
@@ -39,8 +39,7 @@ def old_contract(kind: str, version: int) -> Contract:
 
 def parsed(schema: dict[str, Any]) -> dict[str, Any]:
     """A synthetic schema in the registry's form (fastavro-parsed, full names, no hints)."""
-    result: dict[str, Any] = parse_schema(copy.deepcopy(schema), _write_hint=False)
-    return result
+    return cast(dict[str, Any], parse_schema(copy.deepcopy(schema), _write_hint=False))
 
 
 # ---------------------------------------------------------------- CRC-64-AVRO, from the specification
@@ -101,6 +100,9 @@ def test_round_trip_through_single_object_encoding(kind: str, data: st.DataObjec
     encoded = codec.encode(kind, record)
     assert encoded[:2] == b"\xc3\x01"
     assert encoded[2:HEADER_LEN] == current(kind).fingerprint
+    reference = BytesIO()
+    schemaless_writer(reference, parse_schema(current(kind).parsed), record)
+    assert encoded[HEADER_LEN:] == reference.getvalue()  # the body is plain Avro binary, as any Avro library writes it
     assert codec.kind_of(encoded) == kind
     decoded_kind, decoded_record = codec.decode(encoded)
     assert decoded_kind == kind
@@ -116,12 +118,26 @@ def test_encode_names_an_unknown_kind() -> None:
 
 
 SAMPLE_HOTEL_RECORD: dict[str, Any] = {
-    "event_id": "chk-1", "occurred_at": 1_790_000_000_000, "reported_at": 1_790_000_060_000, "source": "hotel-1",
-    "action": "CHECK_IN", "corrects_event_id": None,
+    "event_id": "chk-1",
+    "occurred_at": 1_790_000_000_000,
+    "reported_at": 1_790_000_060_000,
+    "source": "hotel-1",
+    "action": "CHECK_IN",
+    "corrects_event_id": None,
     "establishment": {"establishment_id": "EST-1", "name": "Hotel", "region": "Kota Batam", "office": "KANIM-BATAM"},
-    "guest": {"nationality": "SGP", "document_type": "PASSPORT", "document_number": "K1234567", "given_names": "Wei",
-              "surname": "Tan", "date_of_birth": 3650, "person_key": ""},
-    "permit_type": "VISA_EXEMPT", "room": "101", "check_in_date": 20_717, "expected_check_out_date": None,
+    "guest": {
+        "nationality": "SGP",
+        "document_type": "PASSPORT",
+        "document_number": "K1234567",
+        "given_names": "Wei",
+        "surname": "Tan",
+        "date_of_birth": 3650,
+        "person_key": "",
+    },
+    "permit_type": "VISA_EXEMPT",
+    "room": "101",
+    "check_in_date": 20_717,
+    "expected_check_out_date": None,
     "check_out_date": None,
 }
 
@@ -138,7 +154,9 @@ def sample_bytes() -> bytes:
         pytest.param(b"Obj\x01" + b"\x00" * 20, r"no C3 01 header", id="avro-container-magic"),
         pytest.param(b"\xc3\x02" + b"\x00" * 20, r"no C3 01 header", id="wrong-version-byte"),
         pytest.param(b'{"event_id": "x"}', r"no C3 01 header", id="json"),
-        pytest.param(MAGIC + bytes(8) + b"\x00", r"unknown schema fingerprint 0000000000000000", id="unknown-fingerprint"),
+        pytest.param(
+            MAGIC + bytes(8) + b"\x00", r"unknown schema fingerprint 0000000000000000", id="unknown-fingerprint"
+        ),
     ],
 )
 def test_decode_rejects_what_is_not_a_pora_event(data: bytes, message: str) -> None:
@@ -217,12 +235,31 @@ def undocumented(schema: Any) -> list[str]:
 
 
 def test_the_documentation_check_finds_a_missing_doc() -> None:
-    schema = parsed({"type": "record", "name": "R", "namespace": "t", "doc": "A record.", "fields": [
-        {"name": "a", "type": "string", "doc": "Documented."},
-        {"name": "b", "type": {"type": "array", "items": {"type": "record", "name": "Inner", "fields": [
-            {"name": "c", "type": "string", "doc": " "},
-        ]}}, "doc": "Documented."},
-    ]})
+    schema = parsed(
+        {
+            "type": "record",
+            "name": "R",
+            "namespace": "t",
+            "doc": "A record.",
+            "fields": [
+                {"name": "a", "type": "string", "doc": "Documented."},
+                {
+                    "name": "b",
+                    "type": {
+                        "type": "array",
+                        "items": {
+                            "type": "record",
+                            "name": "Inner",
+                            "fields": [
+                                {"name": "c", "type": "string", "doc": " "},
+                            ],
+                        },
+                    },
+                    "doc": "Documented.",
+                },
+            ],
+        }
+    )
     assert undocumented(schema) == ["record t.Inner (at b[])", "field b[].c"]
 
 
@@ -282,14 +319,28 @@ def sensitive_names(schema: Any) -> list[str]:
 
 
 def test_the_sensitive_attribute_scan_finds_one() -> None:
-    schema = parsed({"type": "record", "name": "P", "namespace": "t", "fields": [
-        {"name": "nationality", "type": "string"},
-        {"name": "person", "type": {"type": "record", "name": "Q", "fields": [
-            {"name": "Gender", "type": ["null", "string"]},
-            {"name": "belief", "type": {"type": "enum", "name": "Religion", "symbols": ["A", "B"]}},
-            {"name": "group", "type": {"type": "enum", "name": "G", "symbols": ["ETHNIC_X", "Y"]}},
-        ]}},
-    ]})
+    schema = parsed(
+        {
+            "type": "record",
+            "name": "P",
+            "namespace": "t",
+            "fields": [
+                {"name": "nationality", "type": "string"},
+                {
+                    "name": "person",
+                    "type": {
+                        "type": "record",
+                        "name": "Q",
+                        "fields": [
+                            {"name": "Gender", "type": ["null", "string"]},
+                            {"name": "belief", "type": {"type": "enum", "name": "Religion", "symbols": ["A", "B"]}},
+                            {"name": "group", "type": {"type": "enum", "name": "G", "symbols": ["ETHNIC_X", "Y"]}},
+                        ],
+                    },
+                },
+            ],
+        }
+    )
     assert sensitive_names(schema) == ["Gender", "t.Religion", "ETHNIC_X"]
 
 
@@ -301,6 +352,26 @@ def test_no_schema_describes_ethnicity_religion_or_gender(kind: str) -> None:
 
 
 # ---------------------------------------------------------------- BACKWARD compatibility of the contracts
+
+
+# Fingerprints of the published versions: data on the topics carries them. Editing a frozen
+# history file is allowed only where the canonical form ignores it (docs, key order); when a new
+# version is frozen, add its fingerprint here.
+PUBLISHED = {
+    ("hotel_guest_event", 1): "19cf1e60a36509eb",
+    ("border_crossing", 1): "77ada29a6bf79152",
+    ("sponsor_report", 1): "eb1cc128a0a477cc",
+    ("permit_update", 1): "4258a0b2bfdcaa4f",
+    ("agency_report", 1): "047978a8c93464c6",
+    ("alert", 1): "7e8f40fb673b3812",
+    ("alert_action", 1): "5231d09e97b7d554",
+    ("dead_letter", 1): "5bc2b58e77bea074",
+}
+
+
+def test_frozen_versions_keep_their_published_fingerprints() -> None:
+    frozen = {(kind, old.version): old.fingerprint.hex() for kind in KINDS for old in history(kind)}
+    assert frozen == PUBLISHED
 
 
 def test_every_kind_has_frozen_history() -> None:  # else the checks below prove nothing
@@ -335,19 +406,41 @@ def test_data_written_with_a_frozen_version_decodes_in_the_current_schema(
 # ---------------------------------------------------------------- the checker on synthetic changes
 
 BASE: dict[str, Any] = {
-    "type": "record", "name": "Stay", "namespace": "test", "doc": "A stay.",
+    "type": "record",
+    "name": "Stay",
+    "namespace": "test",
+    "doc": "A stay.",
     "fields": [
         {"name": "event_id", "type": "string"},
         {"name": "nights", "type": "int"},
-        {"name": "guest", "type": {"type": "record", "name": "Guest", "fields": [
-            {"name": "nationality", "type": "string"},
-            {"name": "document_type", "type": {
-                "type": "enum", "name": "DocType", "symbols": ["PASSPORT", "VISA", "OTHER"]}},
-            {"name": "room", "type": ["null", "string"], "default": None},
-        ]}},
-        {"name": "rooms", "type": {"type": "array", "items": {"type": "record", "name": "Room", "fields": [
-            {"name": "number", "type": "string"},
-        ]}}},
+        {
+            "name": "guest",
+            "type": {
+                "type": "record",
+                "name": "Guest",
+                "fields": [
+                    {"name": "nationality", "type": "string"},
+                    {
+                        "name": "document_type",
+                        "type": {"type": "enum", "name": "DocType", "symbols": ["PASSPORT", "VISA", "OTHER"]},
+                    },
+                    {"name": "room", "type": ["null", "string"], "default": None},
+                ],
+            },
+        },
+        {
+            "name": "rooms",
+            "type": {
+                "type": "array",
+                "items": {
+                    "type": "record",
+                    "name": "Room",
+                    "fields": [
+                        {"name": "number", "type": "string"},
+                    ],
+                },
+            },
+        },
     ],
 }
 
@@ -371,19 +464,29 @@ def _doc_type(schema: dict[str, Any]) -> dict[str, Any]:
 BREAKING = [
     pytest.param(
         changed(lambda s: _guest(s)["fields"].append({"name": "date_of_birth", "type": "string"})),
-        ["guest.date_of_birth", "new field without a default"], id="new-field-without-default"),
+        ["guest.date_of_birth", "new field without a default"],
+        id="new-field-without-default",
+    ),
     pytest.param(
         changed(lambda s: _doc_type(s).update(symbols=["PASSPORT", "OTHER"])),
-        ["guest.document_type", "enum symbols removed without a default: VISA"], id="enum-symbol-removed"),
+        ["guest.document_type", "enum symbols removed without a default: VISA"],
+        id="enum-symbol-removed",
+    ),
     pytest.param(
         changed(lambda s: s["fields"][3]["type"]["items"]["fields"][0].update(type="int")),
-        ["rooms[].number", "type changed from string to int"], id="string-to-int"),
+        ["rooms[].number", "type changed from string to int"],
+        id="string-to-int",
+    ),
     pytest.param(
         changed(lambda s: _guest(s).update(name="Traveller")),
-        ["guest", "renamed from test.Guest to test.Traveller without alias"], id="record-renamed"),
+        ["guest", "renamed from test.Guest to test.Traveller without alias"],
+        id="record-renamed",
+    ),
     pytest.param(
         changed(lambda s: _guest(s)["fields"][2].update(type="string", default="")),
-        ["guest.room", "type changed from null to string"], id="optional-made-required"),
+        ["guest.room", "type changed from null to string"],
+        id="optional-made-required",
+    ),
 ]
 
 
@@ -401,19 +504,25 @@ def _add_optional(s: dict[str, Any]) -> None:
 
 
 COMPATIBLE = [
-    pytest.param(changed(lambda s: _guest(s)["fields"].append(
-        {"name": "given_names", "type": "string", "default": ""})), id="new-field-with-default"),
+    pytest.param(
+        changed(lambda s: _guest(s)["fields"].append({"name": "given_names", "type": "string", "default": ""})),
+        id="new-field-with-default",
+    ),
     pytest.param(changed(lambda s: s["fields"][1].update(type="long")), id="int-to-long"),
     pytest.param(changed(lambda s: s["fields"][1].update(type="double")), id="int-to-double"),
     pytest.param(changed(lambda s: _doc_type(s)["symbols"].append("SEAMAN_BOOK")), id="enum-symbol-added"),
     pytest.param(changed(_add_optional), id="new-optional-field"),
     pytest.param(changed(lambda s: _guest(s)["fields"].pop(0)), id="field-removed"),
-    pytest.param(changed(lambda s: _doc_type(s).update(symbols=["PASSPORT", "OTHER"], default="OTHER")),
-                 id="enum-symbol-removed-with-enum-default"),
-    pytest.param(changed(lambda s: _guest(s).update(name="Traveller", aliases=["Guest"])),
-                 id="record-renamed-with-alias"),
-    pytest.param(changed(lambda s: s["fields"][0].update(type=["null", "string"], default=None)),
-                 id="required-made-optional"),
+    pytest.param(
+        changed(lambda s: _doc_type(s).update(symbols=["PASSPORT", "OTHER"], default="OTHER")),
+        id="enum-symbol-removed-with-enum-default",
+    ),
+    pytest.param(
+        changed(lambda s: _guest(s).update(name="Traveller", aliases=["Guest"])), id="record-renamed-with-alias"
+    ),
+    pytest.param(
+        changed(lambda s: s["fields"][0].update(type=["null", "string"], default=None)), id="required-made-optional"
+    ),
 ]
 
 
@@ -438,13 +547,23 @@ def test_the_checker_accepts_compatible_changes_and_fastavro_agrees(
 # by name after it. Schema evolution moves that first use around, so the checker must compare the
 # definitions, not the places where each schema happens to spell them out.
 
-IDENTITY_V1: dict[str, Any] = {"type": "record", "name": "Identity", "namespace": "pora", "fields": [
-    {"name": "nationality", "type": "string"},
-]}
-IDENTITY_V2_BREAKING: dict[str, Any] = {"type": "record", "name": "Identity", "namespace": "pora", "fields": [
-    {"name": "nationality", "type": "string"},
-    {"name": "document_number", "type": "string"},  # no default: old data cannot be read
-]}
+IDENTITY_V1: dict[str, Any] = {
+    "type": "record",
+    "name": "Identity",
+    "namespace": "pora",
+    "fields": [
+        {"name": "nationality", "type": "string"},
+    ],
+}
+IDENTITY_V2_BREAKING: dict[str, Any] = {
+    "type": "record",
+    "name": "Identity",
+    "namespace": "pora",
+    "fields": [
+        {"name": "nationality", "type": "string"},
+        {"name": "document_number", "type": "string"},  # no default: old data cannot be read
+    ],
+}
 
 
 def _roster(identity: Any, *extra_first: dict[str, Any], changes: bool = True) -> dict[str, Any]:
