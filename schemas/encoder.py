@@ -19,6 +19,7 @@ from schemas.registry import expand_named
 Encoder = Callable[[dict[str, Any]], bytes]
 
 _SMALL = [bytes([n]) for n in range(128)]
+_SMALL_ZZ = [bytes([n << 1]) for n in range(64)]  # zig-zag varint of 0..63: one byte, no call
 _pack_double = struct.Struct("<d").pack
 _pack_float = struct.Struct("<f").pack
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +58,7 @@ class _Gen:
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {
             "_zz": _zz,
+            "_S": _SMALL_ZZ,
             "_pd": _pack_double,
             "_pf": _pack_float,
             "_ts": _ts_millis,
@@ -91,12 +93,13 @@ class _Gen:
             self.emit(depth, f"out += _zz({src} if type({src}) is int else _days({src}))")
         elif t == "string":
             b = self.var()
-            self.emit(depth, f"{b} = {src}.encode()")
-            self.emit(depth, f"out += _zz(len({b})); out += {b}")
+            n = self.var()
+            self.emit(depth, f"{b} = {src}.encode(); {n} = len({b})")
+            self.emit(depth, f"out += _S[{n}] if {n} < 64 else _zz({n}); out += {b}")
         elif t == "bytes":
             self.emit(depth, f"out += _zz(len({src})); out += {src}")
         elif t in ("int", "long"):
-            self.emit(depth, f"out += _zz({src})")
+            self.emit(depth, f"out += _S[{src}] if 0 <= {src} < 64 else _zz({src})")
         elif t == "boolean":
             self.emit(depth, f"out += b'\\x01' if {src} else b'\\x00'")
         elif t == "double":

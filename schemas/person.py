@@ -9,7 +9,6 @@ and a key that changed with its presence would split one traveller in two.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
@@ -34,5 +33,9 @@ def valid_document_number(normalised: str) -> bool:
 
 
 def person_key(secret: bytes, nationality: str, document_number: str) -> str:
-    msg = f"{nationality.upper()}|{normalise_document_number(document_number)}".encode()
-    return "pk_" + hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
+    return normalised_person_key(secret, nationality.upper(), normalise_document_number(document_number))
+
+
+def normalised_person_key(secret: bytes, nationality: str, document_number: str) -> str:
+    """person_key for values already normalised (as the validator leaves them)."""
+    return "pk_" + hmac.digest(secret, f"{nationality}|{document_number}".encode(), "sha256").hex()[:32]

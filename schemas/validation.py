@@ -91,15 +91,24 @@ def parse_timestamp_ms(value: Any) -> int:
     return int(parsed.timestamp() * 1000)
 
 
+_DAYS: dict[str, int] = {}  # the same few hundred dates recur in every batch
+
+
 def parse_date_days(value: Any) -> int:
+    if isinstance(value, str):
+        days = _DAYS.get(value)
+        if days is not None:
+            return days
+        try:
+            days = (date.fromisoformat(value.strip()) - EPOCH_DATE).days
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date YYYY-MM-DD") from None
+        if len(_DAYS) < 100_000:
+            _DAYS[value] = days
+        return days
     if isinstance(value, date) and not isinstance(value, datetime):
         return (value - EPOCH_DATE).days
-    if not isinstance(value, str):
-        raise ValueError(f"expected a date YYYY-MM-DD, got {_describe(value)}")
-    try:
-        return (date.fromisoformat(value.strip()) - EPOCH_DATE).days
-    except ValueError:
-        raise ValueError(f"{value!r} is not a date YYYY-MM-DD") from None
+    raise ValueError(f"expected a date YYYY-MM-DD, got {_describe(value)}")
 
 
 def days_to_date(days: int) -> date:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         default=True, description="re-read event ids from the topics on start so retries stay idempotent"
     )
     gateway_send_timeout_seconds: float = 30.0
+    gateway_workers: int = Field(
+        default=-1, description="processes that validate and encode large requests; -1: one per core beyond the first"
+    )
+    gateway_worker_min_bytes: int = Field(
+        default=32 * 1024, description="requests smaller than this are prepared in the main process"
+    )
 
     # Pseudonymisation: keyed hash of (nationality, document number, date of birth)
     person_key_secret: SecretStr | None = None

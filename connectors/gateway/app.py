@@ -11,16 +11,16 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connectors.gateway.ingest import INGESTED_KINDS, Ingestor, Item, Outcome, PublishError, Rejection
+from connectors.gateway.ingest import INGESTED_KINDS, Ingestor, Outcome, PublishError, iso
+from connectors.gateway.items import Rejection
 from connectors.gateway.keys import KeyRing, Source
 from connectors.gateway.openapi import openapi_document
+from connectors.gateway.prepare import BodyProblem, Prepared, PreparePool, Preparer, default_workers
 from connectors.gateway.problems import PROBLEM_TYPES, problem
 from connectors.gateway.publisher import KafkaPublisher, Publisher
 from connectors.gateway.rebuild import rebuild_dedup
-from connectors.gateway.register_csv import RegisterError, parse_register
 from monitoring import metrics
 from schemas.codec import codec
-from schemas.validation import FieldError
 from streams.settings import Settings
 
 log = logging.getLogger("pora.gateway")
@@ -53,7 +53,12 @@ def _authenticate(request: web.Request) -> Source | web.Response:
 
 
 def _result(outcome: Outcome, total: int) -> web.Response:
-    receipts = [r.as_dict() for r in outcome.receipts if r is not None]
+    stamps: dict[int, str] = {}  # one ISO rendering per distinct received_at, not one per receipt
+    receipts = [
+        r.as_dict(stamps.get(r.received_at_ms) or stamps.setdefault(r.received_at_ms, iso(r.received_at_ms)))
+        for r in outcome.receipts
+        if r is not None
+    ]
     accepted = len(receipts)
     if outcome.unavailable:
         return problem(
@@ -95,17 +100,33 @@ def _result(outcome: Outcome, total: int) -> web.Response:
     )
 
 
-async def _reject_body(
-    request: web.Request, source: Source, kind: str | None, raw: bytes, reason: str, problems: list[FieldError]
-) -> None:
-    await request.app[INGESTOR].dead_letter(
-        source.id,
-        kind,
-        [(Item(None, raw), Rejection(0, "", reason, problems))],
-        content_type=request.content_type,
-        step="gateway.parse",
-    )
-    metrics.EVENTS_REJECTED.labels(source.kind, kind or "", reason).inc()
+async def _answer(
+    request: web.Request,
+    source: Source,
+    kind: str,
+    raw: bytes,
+    prepared: Prepared | BodyProblem,
+    now_ms: int,
+    route: str,
+    started: float,
+) -> web.Response:
+    ingestor = request.app[INGESTOR]
+    if isinstance(prepared, BodyProblem):
+        if prepared.reason:
+            await ingestor.dead_letter(
+                source.id,
+                kind,
+                [Rejection(0, "", prepared.reason, prepared.errors, raw)],
+                content_type=request.content_type,
+                step="gateway.parse",
+            )
+            metrics.EVENTS_REJECTED.labels(source.kind, kind, prepared.reason).inc()
+        extra: dict[str, Any] = {"errors": [e.as_dict() for e in prepared.errors]} if prepared.errors else {}
+        return problem(prepared.status, prepared.problem, prepared.detail, **extra)
+    metrics.BATCH_SIZE.observe(prepared.total)
+    outcome = await ingestor.complete(source, kind, prepared, now_ms, content_type=request.content_type)
+    metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+    return _result(outcome, prepared.total)
 
 
 async def post_events(request: web.Request) -> web.Response:
@@ -118,29 +139,13 @@ async def post_events(request: web.Request) -> web.Response:
         return source
     if not source.may_send(kind):
         return problem(403, "forbidden", f"a {source.kind} key may not send {kind} events")
-    if request.content_type not in ("application/json", "application/x-ndjson"):
+    if request.content_type != "application/json":
         return problem(415, "unsupported-media-type", f"send application/json, not {request.content_type!r}")
     raw = await request.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        await _reject_body(request, source, kind, raw, "malformed_json", [FieldError("<body>", str(exc))])
-        return problem(400, "malformed-body", f"the body is not valid JSON: {exc}")
-    if isinstance(body, dict) and isinstance(body.get("events"), list) and len(body) == 1:
-        body = body["events"]
-    if isinstance(body, list):
-        if not body:
-            return problem(422, "invalid-events", "the batch is empty", errors=[], receipts=[], accepted=0)
-        limit = request.app[SETTINGS].gateway_max_batch
-        if len(body) > limit:
-            return problem(413, "too-large", f"the batch holds {len(body)} events; at most {limit} per request")
-        items = [Item(value=v, raw=orjson.dumps(v), label=f"[{i}]") for i, v in enumerate(body)]
-    else:
-        items = [Item(value=body, raw=raw)]
-    metrics.BATCH_SIZE.observe(len(items))
-    outcome = await request.app[INGESTOR].ingest(source, kind, items, content_type=request.content_type)
-    metrics.REQUEST_SECONDS.labels("events").observe(time.perf_counter() - started)
-    return _result(outcome, len(items))
+    now_ms = int(time.time() * 1000)
+    limit = request.app[SETTINGS].gateway_max_batch
+    prepared = await request.app[INGESTOR].pool.json(source, kind, raw, now_ms, limit)
+    return await _answer(request, source, kind, raw, prepared, now_ms, "events", started)
 
 
 async def post_register(request: web.Request) -> web.Response:
@@ -154,20 +159,10 @@ async def post_register(request: web.Request) -> web.Response:
     if request.content_type not in ("text/csv", "application/csv", "text/plain"):
         return problem(415, "unsupported-media-type", f"send text/csv, not {request.content_type!r}")
     raw = await request.read()
-    try:
-        items = parse_register(raw, source)
-    except RegisterError as exc:
-        await _reject_body(request, source, kind, raw, "malformed_csv", exc.problems)
-        return problem(
-            400, "malformed-body", f"the register cannot be read: {exc}", errors=[p.as_dict() for p in exc.problems]
-        )
+    now_ms = int(time.time() * 1000)
     limit = request.app[SETTINGS].gateway_max_batch
-    if len(items) > limit:
-        return problem(413, "too-large", f"the register holds {len(items)} rows; at most {limit} per upload")
-    metrics.BATCH_SIZE.observe(len(items))
-    outcome = await request.app[INGESTOR].ingest(source, kind, items, content_type="text/csv")
-    metrics.REQUEST_SECONDS.labels("register").observe(time.perf_counter() - started)
-    return _result(outcome, len(items))
+    prepared = await request.app[INGESTOR].pool.register(source, raw, now_ms, limit)
+    return await _answer(request, source, kind, raw, prepared, now_ms, "register", started)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -249,7 +244,11 @@ def build_app(settings: Settings, keys: KeyRing, publisher: Publisher | None = N
     pub = publisher or KafkaPublisher(settings.kafka_bootstrap, send_timeout_s=settings.gateway_send_timeout_seconds)
     app[SETTINGS] = settings
     app[KEYS] = keys
-    app[INGESTOR] = Ingestor(settings, pub, codec())
+    workers = settings.gateway_workers if settings.gateway_workers >= 0 else default_workers()
+    secret, skew_ms = settings.person_secret, settings.gateway_clock_skew_seconds * 1000
+    preparer = Preparer(secret, skew_ms)
+    pool = PreparePool(preparer, secret, skew_ms, workers=workers, min_bytes=settings.gateway_worker_min_bytes)
+    app[INGESTOR] = Ingestor(settings, pub, codec(), pool)
     app[READY] = {}
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -260,6 +259,7 @@ def build_app(settings: Settings, keys: KeyRing, publisher: Publisher | None = N
         app[READY]["dedup_rebuilt"] = True
         yield
         await pub.stop()
+        pool.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/events/{kind}", post_events)

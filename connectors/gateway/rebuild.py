@@ -8,17 +8,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from connectors.gateway.ingest import (
-    H_CLIENT_ID,
-    H_DIGEST,
-    H_EVENT_ID,
-    H_KIND,
-    H_RECEIPT,
-    H_RECEIVED,
-    TOPIC_OF_KIND,
-    DedupIndex,
-    Receipt,
-)
+from connectors.gateway.ingest import RECEIPT_HEADER, TOPIC_OF_KIND, DedupIndex, parse_receipt_header
 from streams.settings import Settings
 
 
@@ -34,6 +24,7 @@ async def rebuild_dedup(settings: Settings, dedup: DedupIndex, *, timeout_s: flo
     await consumer.start()
     try:
         existing = await consumer.topics()
+        kind_of = {settings.topic(t): k for k, t in TOPIC_OF_KIND.items()}
         tps = [
             TopicPartition(topic, p)
             for topic in (settings.topic(t) for t in TOPIC_OF_KIND.values())
@@ -51,20 +42,11 @@ async def rebuild_dedup(settings: Settings, dedup: DedupIndex, *, timeout_s: flo
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in batches.values():
                 for rec in records:
-                    h = {k: v.decode() for k, v in rec.headers}
-                    if H_EVENT_ID not in h or H_RECEIPT not in h:
-                        continue
-                    dedup.remember(
-                        h.get(H_DIGEST, ""),
-                        Receipt(
-                            h[H_RECEIPT],
-                            h[H_EVENT_ID],
-                            h.get(H_CLIENT_ID, ""),
-                            h.get(H_KIND, ""),
-                            int(h.get(H_RECEIVED, "0")),
-                        ),
-                    )
-                    count += 1
+                    for name, value in rec.headers:
+                        if name == RECEIPT_HEADER:
+                            event_id, received_ms, digest, client_id = parse_receipt_header(value)
+                            dedup.remember(kind_of[rec.topic], event_id, digest, received_ms, client_id)
+                            count += 1
             # The high watermark from fetch responses is exact, even where ListOffsets is not (Tansu).
             for tp in list(pending):
                 hw = consumer.highwater(tp)

@@ -22,7 +22,7 @@ import io
 import re
 from typing import Any
 
-from connectors.gateway.ingest import Item
+from connectors.gateway.items import Item
 from connectors.gateway.keys import Source
 from schemas.validation import FieldError
 

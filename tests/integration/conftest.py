@@ -215,8 +215,11 @@ SOURCES = [  # id, kind, binds, profile
 
 
 def gateway_settings(bootstrap: str, prefix: str, state_dir: Path, **overrides: Any) -> Any:
+    """Settings for a test gateway; every request goes through a worker process unless overridden."""
     from streams.settings import Settings
 
+    overrides.setdefault("gateway_workers", 1)
+    overrides.setdefault("gateway_worker_min_bytes", 0)
     return Settings(
         kafka_bootstrap=bootstrap,
         topic_prefix=prefix,

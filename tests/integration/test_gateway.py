@@ -11,6 +11,7 @@ from typing import Any
 
 from conftest import HOTEL, RunningGateway, gateway_settings, write_keys
 
+from connectors.gateway.ingest import iso, parse_receipt_header, receipt_id_for
 from connectors.samples import CHECKPOINTS, SPONSOR, SampleFactory
 from schemas.codec import codec
 from schemas.person import person_key
@@ -45,8 +46,10 @@ def test_each_kind_comes_back_decoded_from_its_topic(
 
         records = consume(topics[topic], 1)
         assert len(records) == 1
-        headers = dict(records[0].headers)
-        assert headers["receipt_id"].decode() == receipt["receipt_id"]
+        event_id, received_ms, _, client_id = parse_receipt_header(dict(records[0].headers)["pora-receipt"])
+        assert (event_id, client_id) == (receipt["event_id"], event["event_id"])
+        assert iso(received_ms) == receipt["received_at"]
+        assert receipt_id_for(event_id) == receipt["receipt_id"]
         rec = decoded(records)[0]
         assert rec["event_id"] == receipt["event_id"]
         assert rec["source"] == source

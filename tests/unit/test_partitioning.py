@@ -17,8 +17,7 @@ def test_murmur2_matches_the_reference_implementation(data: bytes) -> None:
 
 def test_known_java_client_values() -> None:
     # values from Kafka's own Utils.murmur2 test (as signed 32-bit ints)
-    cases = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
-             b"": 275646681}
+    cases = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536, b"": 275646681}
     for data, signed in cases.items():
         assert murmur2(data) == signed & 0xFFFFFFFF
 
