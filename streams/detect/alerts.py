@@ -1,0 +1,67 @@
+"""Alerts as the contract has them, with ids that depend only on rule, subject and window."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+SUBJECT_FIELDS = ("person_key", "establishment_id", "sponsor_id", "checkpoint_id")
+
+
+def alert_id(rule_id: str, subject_key: str, window: str) -> str:
+    digest = hashlib.blake2b(f"{rule_id}|{subject_key}|{window}".encode(), digest_size=12).hexdigest()
+    return f"AL-{digest}"
+
+
+@dataclass
+class Evidence:
+    name: str
+    value: str
+    event_id: str | None = None
+    weight: float | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "event_id": self.event_id, "weight": self.weight}
+
+
+@dataclass
+class Finding:
+    """What a rule found; the engine turns it into alert records."""
+
+    rule_id: str
+    window: str
+    severity: str
+    office: str
+    subject: dict[str, str]
+    reasons: list[str]
+    evidence: list[Evidence] = field(default_factory=list)
+    window_start: int | None = None
+    window_end: int | None = None
+
+    @property
+    def alert_id(self) -> str:
+        key = "|".join(f"{k}={self.subject[k]}" for k in SUBJECT_FIELDS if self.subject.get(k))
+        return alert_id(self.rule_id, key, self.window)
+
+
+def alert_record(finding: Finding, *, status: str, step: int, version: str, at: int, emitted_at: int) -> dict[str, Any]:
+    """The Avro `alert` record. ``event_id`` is the alert id with its status and step, so the same
+    finding replayed gives the same record id."""
+    aid = finding.alert_id
+    return {
+        "event_id": f"{aid}:{status.lower()}:{step}",
+        "occurred_at": at,
+        "reported_at": emitted_at,
+        "alert_id": aid,
+        "rule_id": finding.rule_id,
+        "rule_version": version,
+        "status": status,
+        "severity": finding.severity,
+        "office": finding.office,
+        "subject": {k: finding.subject.get(k) for k in SUBJECT_FIELDS},
+        "window_start": finding.window_start,
+        "window_end": finding.window_end,
+        "evidence": [e.as_record() for e in finding.evidence],
+        "reasons": list(finding.reasons),
+    }

@@ -1,0 +1,588 @@
+"""The rules about one person, over the person-keyed topics (see RULES.md for their exact terms).
+
+`PersonDetector` owns one partition's timeline and the state of the people whose events land on
+it. Records come as the codec decodes them (datetimes and dates) or as plain epoch ms / days.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from streams import topics
+from streams.detect.alerts import Evidence, Finding, alert_record
+from streams.detect.config import RulesConfig
+from streams.detect.timeline import EVENT, Timeline
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+WIB_MS = 7 * HOUR_MS
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+CITIZEN = "IDN"
+INPUTS = (topics.HOTEL_GUEST_EVENTS, topics.BORDER_CROSSINGS, topics.PERMIT_UPDATES, topics.AGENCY_REPORTS)
+
+
+def ms(value: Any) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def days(value: Any) -> int:
+    if isinstance(value, date):
+        return value.toordinal() - EPOCH_ORDINAL
+    return int(value)
+
+
+def local_day(at_ms: int) -> int:
+    """Local (WIB) calendar day of an instant, as days since 1970-01-01."""
+    return (at_ms + WIB_MS) // DAY_MS
+
+
+def day_start(day: int) -> int:
+    """00:00 WIB of a local day, as epoch ms."""
+    return day * DAY_MS - WIB_MS
+
+
+def show_day(day: int) -> str:
+    return date.fromordinal(day + EPOCH_ORDINAL).isoformat()
+
+
+def rupiah(amount: int) -> str:
+    return "Rp " + f"{amount:,}"
+
+
+@dataclass
+class Arrival:
+    event_id: str
+    occurred_at: int
+    authorised_until: int  # local day
+    office: str
+    checkpoint_id: str
+    declared_establishment_id: str | None
+
+
+@dataclass
+class Permit:
+    event_id: str
+    occurred_at: int
+    valid_until: int
+    office: str
+    action: str
+
+
+@dataclass
+class CheckIn:
+    event_id: str
+    establishment_id: str
+    establishment_name: str
+    office: str
+    check_in_date: int
+    expected_out: int | None
+    occurred_at: int
+    reported_at: int
+    checked_out: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class Person:
+    key: str
+    nationality: str = ""
+    crossings: list[tuple[int, str, str]] = field(default_factory=list)  # occurred_at, direction, event id
+    arrival: Arrival | None = None
+    permit: Permit | None = None
+    checkins: dict[str, CheckIn] = field(default_factory=dict)
+    screened_at: dict[str, str] = field(default_factory=dict)  # checkpoint id -> departure event id
+    alerts: dict[str, tuple[Finding, str, int]] = field(default_factory=dict)  # id -> finding, status, step
+    applied: set[str] = field(default_factory=set)
+
+    @property
+    def in_country(self) -> bool:
+        return bool(self.crossings) and max(self.crossings)[1] == "ARRIVAL"
+
+    def authorised(self) -> tuple[int, str, str] | None:
+        """(authorised-until day, office, event id it comes from), or None."""
+        if self.arrival is None:
+            return None
+        p = self.permit
+        if p is not None and p.occurred_at >= self.arrival.occurred_at:
+            return p.valid_until, p.office, p.event_id
+        return self.arrival.authorised_until, self.arrival.office, self.arrival.event_id
+
+
+class PersonDetector:
+    """All person rules for one partition of the person-keyed topics."""
+
+    def __init__(self, rules: RulesConfig, *, clock: Callable[[], int] | None = None) -> None:
+        self.rules = rules
+        self.timeline = Timeline(INPUTS, int(rules.time.lateness_seconds * 1000))
+        self.people: dict[str, Person] = {}
+        self._clock = clock or (lambda: int(_time.time() * 1000))
+        self._out: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ input
+
+    def offer(self, topic: str, kind: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """Take one record read from ``topic``; returns the alert records that became due."""
+        reported = ms(record["reported_at"])
+        if kind == "clock_tick":
+            self.timeline.tick(topic, reported)
+        else:
+            self.timeline.offer(topic, reported, str(record["event_id"]), (kind, record))
+        return self._run()
+
+    def tick(self, topic: str, at_ms: int) -> list[dict[str, Any]]:
+        self.timeline.tick(topic, at_ms)
+        return self._run()
+
+    def _run(self) -> list[dict[str, Any]]:
+        for at, rank, payload in self.timeline.release():
+            if rank == EVENT:
+                self._apply(at, *payload)
+            else:
+                self._fire(at, payload)
+        out, self._out = self._out, []
+        return out
+
+    # ------------------------------------------------------------------ alerts
+
+    def _emit(self, person: Person, finding: Finding, at: int, status: str = "RAISED") -> None:
+        aid = finding.alert_id
+        known = person.alerts.get(aid)
+        if status == "RAISED":
+            if known is not None:
+                return  # the same finding again (redelivery, replay): already raised
+            step = 0
+        else:
+            if known is None or known[1] == "WITHDRAWN":
+                return
+            step = known[2] + 1
+        person.alerts[aid] = (finding, status, step)
+        self._out.append(
+            alert_record(finding, status=status, step=step, version=self.rules.version, at=at, emitted_at=self._clock())
+        )
+
+    def _withdraw(self, person: Person, rule_id: str, window: str, at: int, reason: str) -> None:
+        for finding, status, _ in list(person.alerts.values()):
+            if finding.rule_id == rule_id and finding.window == window and status != "WITHDRAWN":
+                finding.reasons = [*finding.reasons, reason]
+                self._emit(person, finding, at, "WITHDRAWN")
+
+    def _active(self, person: Person, rule_id: str, window: str) -> Finding | None:
+        for finding, status, _ in person.alerts.values():
+            if finding.rule_id == rule_id and finding.window == window and status != "WITHDRAWN":
+                return finding
+        return None
+
+    # ------------------------------------------------------------------ events
+
+    def _person(self, ident: dict[str, Any]) -> Person:
+        key = str(ident["person_key"])
+        person = self.people.get(key)
+        if person is None:
+            person = self.people[key] = Person(key, str(ident["nationality"]))
+        return person
+
+    def _apply(self, at: int, kind: str, rec: dict[str, Any]) -> None:
+        if kind == "border_crossing":
+            person = self._person(rec["traveller"])
+        elif kind == "hotel_guest_event":
+            person = self._person(rec["guest"])
+        elif kind == "permit_update":
+            person = self._person(rec["holder"])
+        else:
+            return  # agency reports feed no person rule yet
+        if rec["event_id"] in person.applied:
+            return  # redelivered
+        person.applied.add(rec["event_id"])
+        if kind == "border_crossing":
+            self._crossing(person, at, rec)
+        elif kind == "hotel_guest_event":
+            self._hotel(person, at, rec)
+        else:
+            self._permit(person, at, rec)
+
+    def _schedule_stay(self, person: Person) -> None:
+        auth = person.authorised()
+        if auth is None:
+            return
+        until = auth[0]
+        o = self.rules.overstay
+        self.timeline.schedule(day_start(until + 1), f"{person.key}:overstay", ("overstay", person.key, until))
+        self.timeline.schedule(
+            day_start(until + o.escalate_at_days), f"{person.key}:escalate", ("escalate", person.key, until)
+        )
+        warn_at = day_start(until - o.warn_before_days)
+        if person.arrival is not None and warn_at > person.arrival.occurred_at:
+            self.timeline.schedule(warn_at, f"{person.key}:expiring", ("expiring", person.key, until))
+
+    def _crossing(self, person: Person, at: int, rec: dict[str, Any]) -> None:
+        occurred = ms(rec["occurred_at"])
+        direction = rec["direction"]
+        checkpoint = rec["checkpoint"]
+        person.crossings.append((occurred, direction, rec["event_id"]))
+        citizen = person.nationality == CITIZEN
+        if direction == "ARRIVAL" and not citizen and rec.get("arrival"):
+            arr = rec["arrival"]
+            if person.arrival is None or occurred >= person.arrival.occurred_at:
+                person.arrival = Arrival(
+                    rec["event_id"],
+                    occurred,
+                    days(arr["authorised_until"]),
+                    checkpoint["office"],
+                    checkpoint["checkpoint_id"],
+                    arr.get("declared_establishment_id"),
+                )
+                self._schedule_stay(person)
+                if arr.get("declared_establishment_id"):
+                    deadline = occurred + int(2 * self.rules.reporting.hotel_deadline_hours * HOUR_MS)
+                    self.timeline.schedule(deadline, f"{person.key}:missing", ("missing", person.key, rec["event_id"]))
+        elif direction == "DEPARTURE" and not citizen:
+            self._foreigner_departure(person, at, rec, occurred)
+        elif direction == "DEPARTURE" and citizen and rec.get("departure"):
+            self._screen(person, at, rec, occurred)
+
+    def _foreigner_departure(self, person: Person, at: int, rec: dict[str, Any], occurred: int) -> None:
+        auth = person.authorised()
+        if auth is not None:
+            until = auth[0]
+            if occurred < day_start(until + 1):
+                self._withdraw(
+                    person,
+                    "overstay",
+                    show_day(until),
+                    at,
+                    f"departed on {show_day(local_day(occurred))}, within the authorised stay",
+                )
+            over = local_day(occurred) - until
+            if over > 0:
+                self._emit(
+                    person,
+                    self._overstay_finding(
+                        person,
+                        "overstay.at_exit",
+                        rec["event_id"],
+                        until,
+                        over,
+                        rec["checkpoint"]["office"],
+                        departed=True,
+                    ),
+                    at,
+                )
+        grace = int(self.rules.reporting.checkout_grace_hours * HOUR_MS)
+        for ci in person.checkins.values():
+            if not ci.checked_out and not ci.cancelled and ci.occurred_at <= occurred:
+                self.timeline.schedule(
+                    at + grace,
+                    f"{person.key}:checkout:{ci.event_id}",
+                    ("checkout", person.key, ci.event_id, "departed"),
+                )
+
+    def _overstay_finding(
+        self, person: Person, rule_id: str, window: str, until: int, over: int, office: str, *, departed: bool = False
+    ) -> Finding:
+        o = self.rules.overstay
+        charge = over * o.charge_per_day_idr
+        severity = "CRITICAL" if over >= o.escalate_at_days else "HIGH"
+        permit = person.permit.valid_until if person.permit else None
+        kind = "permit" if permit == until else "stay"
+        reasons = [
+            f"authorised {kind} ended {show_day(until)}; {over} day{'s' if over != 1 else ''} over "
+            + ("at departure" if departed else "so far"),
+            f"charge due {rupiah(charge)} ({rupiah(o.charge_per_day_idr)} a day)",
+        ]
+        if over >= o.escalate_at_days:
+            reasons.append(f"{o.escalate_at_days} days or more: deportation and entry ban (UU 6/2011 art. 78)")
+        return Finding(
+            rule_id,
+            window,
+            severity,
+            office,
+            {"person_key": person.key},
+            reasons,
+            [
+                Evidence("authorised_until", show_day(until)),
+                Evidence("days_over", str(over)),
+                Evidence("charge_idr", str(charge)),
+            ],
+        )
+
+    def _screen(self, person: Person, at: int, rec: dict[str, Any], occurred: int) -> None:
+        t = self.rules.tppo
+        w = t.weights
+        dep = rec["departure"]
+        checkpoint = rec["checkpoint"]
+        fired: list[tuple[str, float, str]] = []
+        route = [c for c in dep.get("onward_route") or []]
+        risky = [c for c in [dep["destination_country"], *route] if c in t.risk_countries]
+        if risky:
+            where = dep.get("destination_city") or dep["destination_country"]
+            fired.append(
+                (
+                    "risk_destination",
+                    w.risk_destination,
+                    f"destination {where} or route via {', '.join(sorted(set(risky)))}",
+                )
+            )
+        if dep.get("return_ticket") is False:
+            fired.append(("one_way", w.one_way, "one-way ticket"))
+        issued = dep.get("passport_issued_on")
+        if issued is not None:
+            age = local_day(occurred) - days(issued)
+            if age <= t.passport_new_days:
+                fired.append(("new_passport", w.new_passport, f"passport issued {age} days ago"))
+        purpose = dep.get("purpose")
+        if purpose == "TOURISM" and (dep.get("job_offer_contact") or dep.get("employer_paid_travel")):
+            signs = [
+                s
+                for s, v in (
+                    ("job offer contact", dep.get("job_offer_contact")),
+                    ("travel paid by someone else", dep.get("employer_paid_travel")),
+                )
+                if v
+            ]
+            fired.append(
+                ("tourist_with_work_signs", w.tourist_with_work_signs, "tourist purpose with " + " and ".join(signs))
+            )
+        if purpose == "WORK" and not dep.get("pmi_placement_id"):
+            fired.append(("pmi_without_placement", w.pmi_without_placement, "work abroad without a placement record"))
+        if purpose == "WORK" and dep["destination_country"] in t.moratorium_countries:
+            fired.append(
+                (
+                    "moratorium_destination",
+                    w.moratorium_destination,
+                    f"work in {dep['destination_country']}, under a placement moratorium",
+                )
+            )
+        earlier = {cp: ev for cp, ev in person.screened_at.items() if cp != checkpoint["checkpoint_id"]}
+        if earlier:
+            fired.append(("previous_delay", w.previous_delay, f"screened before at {', '.join(sorted(earlier))}"))
+        score = sum(weight for _, weight, _ in fired)
+        if score < t.threshold:
+            return
+        person.screened_at.setdefault(checkpoint["checkpoint_id"], rec["event_id"])
+        severity = "HIGH" if score >= 2 * t.threshold else "MEDIUM"
+        reasons = [
+            f"score {score:g} reaches the screening threshold {t.threshold:g}: route to an interview, "
+            "the officer decides"
+        ] + [f"{text} (+{weight:g})" for _, weight, text in fired]
+        evidence = [Evidence(name, text, rec["event_id"], weight) for name, weight, text in fired]
+        evidence.append(Evidence("score", f"{score:g}", rec["event_id"]))
+        self._emit(
+            person,
+            Finding(
+                "tppo.screening",
+                rec["event_id"],
+                severity,
+                checkpoint["office"],
+                {"person_key": person.key, "checkpoint_id": checkpoint["checkpoint_id"]},
+                reasons,
+                evidence,
+                window_start=occurred,
+            ),
+            at,
+        )
+
+    def _permit(self, person: Person, at: int, rec: dict[str, Any]) -> None:
+        occurred = ms(rec["occurred_at"])
+        if person.permit is not None and occurred < person.permit.occurred_at:
+            return  # an older decision than the one we have
+        before = person.authorised()
+        person.permit = Permit(rec["event_id"], occurred, days(rec["valid_until"]), rec["office"], rec["action"])
+        after = person.authorised()
+        if before is not None and after is not None and after[0] > before[0]:
+            self._withdraw(
+                person,
+                "overstay",
+                show_day(before[0]),
+                at,
+                f"{rec['action'].lower()} until {show_day(after[0])}, reported later",
+            )
+        if after != before:
+            self._schedule_stay(person)
+
+    def _hotel(self, person: Person, at: int, rec: dict[str, Any]) -> None:
+        action = rec["action"]
+        est = rec["establishment"]
+        if action == "CHECK_IN":
+            ci = CheckIn(
+                rec["event_id"],
+                est["establishment_id"],
+                est["name"],
+                est["office"],
+                days(rec["check_in_date"]),
+                days(rec["expected_check_out_date"]) if rec.get("expected_check_out_date") is not None else None,
+                ms(rec["occurred_at"]),
+                at,
+            )
+            person.checkins[ci.event_id] = ci
+            self._late(person, ci)
+            self._located(person, ci, at)
+            if ci.expected_out is not None:
+                due = day_start(ci.expected_out + 1) + int(self.rules.reporting.checkout_grace_hours * HOUR_MS)
+                self.timeline.schedule(
+                    due, f"{person.key}:checkout:{ci.event_id}", ("checkout", person.key, ci.event_id, "expected")
+                )
+        elif action == "CHECK_OUT":
+            out_day = days(rec["check_out_date"]) if rec.get("check_out_date") is not None else local_day(at)
+            open_stays = [
+                c
+                for c in person.checkins.values()
+                if c.establishment_id == est["establishment_id"]
+                and not c.checked_out
+                and not c.cancelled
+                and c.check_in_date <= out_day
+            ]
+            if open_stays:
+                max(open_stays, key=lambda c: (c.check_in_date, c.event_id)).checked_out = True
+        elif action in ("CANCEL", "CORRECTION"):
+            target = person.checkins.get(rec.get("corrects_event_id") or "")
+            if target is None:
+                return  # not a check-in of this person (or of another partition): nothing to amend here
+            if action == "CANCEL":
+                target.cancelled = True
+                for rule in ("report.late", "overstay.located", "report.checkout_missing"):
+                    self._withdraw(person, rule, target.event_id, at, "the check-in report was cancelled")
+            else:
+                target.check_in_date = days(rec["check_in_date"])
+                if rec.get("expected_check_out_date") is not None:
+                    target.expected_out = days(rec["expected_check_out_date"])
+                if self._active(person, "overstay.located", target.event_id) and not self._is_overstaying_on(
+                    person, target.check_in_date
+                ):
+                    self._withdraw(
+                        person,
+                        "overstay.located",
+                        target.event_id,
+                        at,
+                        "the corrected check-in date is within the authorised stay",
+                    )
+
+    def _late(self, person: Person, ci: CheckIn) -> None:
+        limit = self.rules.reporting.hotel_deadline_hours
+        delay_h = (ci.reported_at - ci.occurred_at) / HOUR_MS
+        if delay_h <= limit:
+            return
+        self._emit(
+            person,
+            Finding(
+                "report.late",
+                ci.event_id,
+                "LOW",
+                ci.office,
+                {"establishment_id": ci.establishment_id, "person_key": person.key},
+                [
+                    f"{ci.establishment_name} reported a check-in {delay_h:.0f} h after it happened; "
+                    f"the limit is {limit:g} h"
+                ],
+                [Evidence("delay_hours", f"{delay_h:.1f}", ci.event_id)],
+            ),
+            ci.reported_at,
+        )
+
+    def _is_overstaying_on(self, person: Person, day: int) -> bool:
+        auth = person.authorised()
+        return auth is not None and day > auth[0] and person.in_country
+
+    def _located(self, person: Person, ci: CheckIn, at: int) -> None:
+        if person.nationality == CITIZEN or not self._is_overstaying_on(person, ci.check_in_date):
+            return
+        auth = person.authorised()
+        assert auth is not None
+        over = ci.check_in_date - auth[0]
+        finding = self._overstay_finding(person, "overstay.located", ci.event_id, auth[0], over, ci.office)
+        finding.subject = {"person_key": person.key, "establishment_id": ci.establishment_id}
+        finding.reasons.insert(0, f"checked in at {ci.establishment_name} on {show_day(ci.check_in_date)}")
+        self._emit(person, finding, at)
+
+    # ------------------------------------------------------------------ timers
+
+    def _fire(self, at: int, payload: tuple[Any, ...]) -> None:
+        rule, key = payload[0], payload[1]
+        person = self.people[key]
+        auth = person.authorised()
+        if rule in ("overstay", "escalate", "expiring"):
+            until = payload[2]
+            if auth is None or auth[0] != until or not person.in_country:
+                return  # the stay changed since the timer was set, or the person left
+            if rule == "overstay":
+                self._emit(
+                    person,
+                    self._overstay_finding(person, "overstay", show_day(until), until, local_day(at) - until, auth[1]),
+                    at,
+                )
+            elif rule == "escalate":
+                finding = self._active(person, "overstay", show_day(until))
+                if finding is not None and finding.severity != "CRITICAL":
+                    amended = self._overstay_finding(
+                        person, "overstay", show_day(until), until, local_day(at) - until, auth[1]
+                    )
+                    self._emit(person, amended, at, "AMENDED")
+            else:
+                self._emit(
+                    person,
+                    Finding(
+                        "permit.expiring",
+                        show_day(until),
+                        "LOW",
+                        auth[1],
+                        {"person_key": person.key},
+                        [
+                            f"authorised stay ends {show_day(until)}, in {until - local_day(at) + 1} days, "
+                            "and no extension is known: reach out before it lapses"
+                        ],
+                        [Evidence("authorised_until", show_day(until), auth[2])],
+                    ),
+                    at,
+                )
+        elif rule == "missing":
+            arrival_id = payload[2]
+            arr = person.arrival
+            if arr is None or arr.event_id != arrival_id or not person.in_country:
+                return
+            est = arr.declared_establishment_id
+            if any(
+                c.establishment_id == est and not c.cancelled and c.occurred_at >= arr.occurred_at - DAY_MS
+                for c in person.checkins.values()
+            ):
+                return
+            hours = self.rules.reporting.hotel_deadline_hours * 2
+            self._emit(
+                person,
+                Finding(
+                    "report.missing",
+                    arrival_id,
+                    "MEDIUM",
+                    arr.office,
+                    {"establishment_id": str(est), "person_key": person.key},
+                    [f"declared accommodation {est} at arrival; no check-in reported within {hours:g} h"],
+                    [Evidence("declared_establishment_id", str(est), arrival_id)],
+                ),
+                at,
+            )
+        elif rule == "checkout":
+            ci = person.checkins.get(payload[2])
+            if ci is None or ci.checked_out or ci.cancelled:
+                return
+            why = (
+                "the guest left Indonesia"
+                if payload[3] == "departed"
+                else f"the expected check-out {show_day(ci.expected_out or 0)} has passed"
+            )
+            self._emit(
+                person,
+                Finding(
+                    "report.checkout_missing",
+                    ci.event_id,
+                    "LOW",
+                    ci.office,
+                    {"establishment_id": ci.establishment_id, "person_key": person.key},
+                    [f"{ci.establishment_name} has not reported the check-out; {why}"],
+                    [Evidence("check_in_date", show_day(ci.check_in_date), ci.event_id)],
+                ),
+                at,
+            )
