@@ -1,0 +1,397 @@
+"""Person rules, edge by edge, through the pure detector (event time, ticks drive the clock)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+from typing import Any
+
+import pytest
+
+from streams import topics
+from streams.detect.config import default_rules
+from streams.detect.person import DAY_MS, HOUR_MS, INPUTS, PersonDetector, day_start, days
+
+RULES = default_rules()
+LATE_MS = int(RULES.time.lateness_seconds * 1000)
+D0 = days(date(2026, 11, 1))  # a local day
+_ids = itertools.count()
+
+
+def at(day: int, hour: float = 10) -> int:
+    """Epoch ms of a local (WIB) day and hour, days counted from D0."""
+    return day_start(D0 + day) + int(hour * HOUR_MS)
+
+
+def ident(pk: str, nat: str = "SGP") -> dict[str, Any]:
+    return {
+        "nationality": nat,
+        "document_type": "PASSPORT",
+        "document_number": "X" + pk,
+        "given_names": "A",
+        "surname": "B",
+        "date_of_birth": None,
+        "person_key": pk,
+    }
+
+
+CP = {"checkpoint_id": "TPI-BATAM-CENTRE", "name": "Batam Centre", "kind": "SEAPORT", "office": "KANIM-BATAM"}
+CP2 = {"checkpoint_id": "TPI-SOEKARNO-HATTA", "name": "Soekarno-Hatta", "kind": "AIRPORT", "office": "KANIM-SH"}
+EST = {"establishment_id": "EST-1", "name": "Hotel Harmoni", "region": "Kota Batam", "office": "KANIM-BATAM"}
+
+
+def arrival(
+    pk: str,
+    when: int,
+    until_day: int,
+    *,
+    declared: str | None = None,
+    reported: int | None = None,
+    eid: str | None = None,
+) -> tuple[str, str, dict[str, Any]]:
+    return (
+        topics.BORDER_CROSSINGS,
+        "border_crossing",
+        {
+            "event_id": eid or f"arr-{next(_ids)}",
+            "occurred_at": when,
+            "reported_at": reported or when + 60_000,
+            "source": "t",
+            "direction": "ARRIVAL",
+            "checkpoint": CP,
+            "traveller": ident(pk),
+            "transport_reference": None,
+            "arrival": {
+                "permit_type": "VOA",
+                "authorised_until": D0 + until_day,
+                "declared_establishment_id": declared,
+                "declared_address": None,
+            },
+            "departure": None,
+        },
+    )
+
+
+def departure(
+    pk: str,
+    when: int,
+    *,
+    nat: str = "SGP",
+    journey: dict[str, Any] | None = None,
+    checkpoint: dict[str, str] = CP,
+    reported: int | None = None,
+    eid: str | None = None,
+) -> tuple[str, str, dict[str, Any]]:
+    return (
+        topics.BORDER_CROSSINGS,
+        "border_crossing",
+        {
+            "event_id": eid or f"dep-{next(_ids)}",
+            "occurred_at": when,
+            "reported_at": reported or when + 60_000,
+            "source": "t",
+            "direction": "DEPARTURE",
+            "checkpoint": checkpoint,
+            "traveller": ident(pk, nat),
+            "transport_reference": None,
+            "arrival": None,
+            "departure": journey,
+        },
+    )
+
+
+def permit(pk: str, when: int, until_day: int, *, reported: int | None = None) -> tuple[str, str, dict[str, Any]]:
+    return (
+        topics.PERMIT_UPDATES,
+        "permit_update",
+        {
+            "event_id": f"prm-{next(_ids)}",
+            "occurred_at": when,
+            "reported_at": reported or when + 60_000,
+            "source": "t",
+            "action": "EXTENDED",
+            "permit_type": "VOA",
+            "permit_number": None,
+            "holder": ident(pk),
+            "valid_from": None,
+            "valid_until": D0 + until_day,
+            "sponsor_id": None,
+            "office": "KANIM-BATAM",
+        },
+    )
+
+
+def hotel(
+    pk: str,
+    when: int,
+    check_in_day: int,
+    *,
+    action: str = "CHECK_IN",
+    expected_out: int | None = None,
+    reported: int | None = None,
+    corrects: str | None = None,
+    eid: str | None = None,
+    establishment: dict[str, str] = EST,
+) -> tuple[str, str, dict[str, Any]]:
+    return (
+        topics.HOTEL_GUEST_EVENTS,
+        "hotel_guest_event",
+        {
+            "event_id": eid or f"htl-{next(_ids)}",
+            "occurred_at": when,
+            "reported_at": reported or when + 600_000,
+            "source": "t",
+            "action": action,
+            "corrects_event_id": corrects,
+            "establishment": establishment,
+            "guest": ident(pk),
+            "permit_type": None,
+            "room": "1",
+            "check_in_date": D0 + check_in_day,
+            "expected_check_out_date": None if expected_out is None else D0 + expected_out,
+            "check_out_date": D0 + check_in_day if action == "CHECK_OUT" else None,
+        },
+    )
+
+
+def run(
+    events: list[tuple[str, str, dict[str, Any]]], until: int, detector: PersonDetector | None = None
+) -> list[dict[str, Any]]:
+    """Feed events, then tick every input up to ``until`` (plus lateness) so that all is released."""
+    det = detector or PersonDetector(RULES, clock=lambda: 0)
+    out: list[dict[str, Any]] = []
+    for topic, kind, rec in events:
+        out += det.offer(topic, kind, rec)
+    for topic in INPUTS:
+        out += det.tick(topic, until + LATE_MS)
+    return out
+
+
+def rules_of(alerts: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(a["rule_id"], a["status"]) for a in alerts]
+
+
+# ------------------------------------------------------------------ overstay
+
+
+def test_no_overstay_on_the_last_authorised_day() -> None:
+    alerts = run([arrival("p1", at(0), until_day=29)], until=at(29, 23.9))
+    assert "overstay" not in {r for r, _ in rules_of(alerts)}
+
+
+def test_overstay_from_the_first_day_after() -> None:
+    alerts = run([arrival("p1", at(0), until_day=29)], until=at(30, 0.01))
+    overstay = [a for a in alerts if a["rule_id"] == "overstay"]
+    assert len(overstay) == 1
+    a = overstay[0]
+    assert a["status"] == "RAISED" and a["severity"] == "HIGH" and a["office"] == "KANIM-BATAM"
+    assert {e["name"]: e["value"] for e in a["evidence"]} == {
+        "authorised_until": "2026-11-30",
+        "days_over": "1",
+        "charge_idr": "1000000",
+    }
+    assert a["occurred_at"] == day_start(D0 + 30)
+    assert any("Rp 1,000,000" in r for r in a["reasons"])
+
+
+def test_overstay_escalates_at_60_days() -> None:
+    alerts = run([arrival("p1", at(0), until_day=29)], until=at(29 + 60, 1))
+    overstay = [a for a in alerts if a["rule_id"] == "overstay"]
+    assert [(a["status"], a["severity"]) for a in overstay] == [("RAISED", "HIGH"), ("AMENDED", "CRITICAL")]
+    assert overstay[0]["alert_id"] == overstay[1]["alert_id"]
+    assert {e["name"]: e["value"] for e in overstay[1]["evidence"]}["days_over"] == "60"
+
+
+def test_extension_before_expiry_means_no_overstay() -> None:
+    alerts = run([arrival("p1", at(0), until_day=29), permit("p1", at(20), until_day=59)], until=at(40))
+    assert alerts == []  # extended on day 20, before the day-22 warning would have been due
+    warned = run([arrival("p2", at(0), until_day=29), permit("p2", at(25), until_day=59)], until=at(40))
+    assert rules_of(warned) == [("permit.expiring", "RAISED")]  # warned on day 22, extended on day 25
+
+
+def test_extension_reported_late_withdraws_the_overstay() -> None:
+    late = permit("p1", at(28), until_day=59, reported=at(32))
+    alerts = run([arrival("p1", at(0), until_day=29), late], until=at(40))
+    assert rules_of(alerts) == [("permit.expiring", "RAISED"), ("overstay", "RAISED"), ("overstay", "WITHDRAWN")]
+
+
+def test_departure_in_time_but_reported_late_withdraws_the_overstay() -> None:
+    dep = departure("p1", at(29, 8), reported=at(31))
+    alerts = run([arrival("p1", at(0), until_day=29), dep], until=at(40))
+    assert ("overstay", "WITHDRAWN") in rules_of(alerts)
+    assert "overstay.at_exit" not in [r for r, _ in rules_of(alerts)]
+
+
+def test_overstay_at_exit_counts_days_and_charge() -> None:
+    alerts = run([arrival("p1", at(0), until_day=29), departure("p1", at(41))], until=at(42))
+    exit_ = [a for a in alerts if a["rule_id"] == "overstay.at_exit"]
+    assert len(exit_) == 1
+    ev = {e["name"]: e["value"] for e in exit_[0]["evidence"]}
+    assert ev["days_over"] == "12" and ev["charge_idr"] == "12000000"
+    assert any("Rp 12,000,000" in r for r in exit_[0]["reasons"])
+
+
+def test_permit_expiring_only_while_in_the_country_and_unchanged() -> None:
+    alerts = run([arrival("p1", at(0), until_day=29)], until=at(23))
+    assert rules_of(alerts) == [("permit.expiring", "RAISED")]
+    assert alerts[0]["occurred_at"] == day_start(D0 + 22)
+    left = run([arrival("p2", at(0), until_day=29), departure("p2", at(10))], until=at(25))
+    assert left == []
+
+
+def test_overstay_located_by_a_hotel_check_in() -> None:
+    alerts = run([arrival("p1", at(0), until_day=29), hotel("p1", at(35), 35)], until=at(36))
+    located = [a for a in alerts if a["rule_id"] == "overstay.located"]
+    assert len(located) == 1
+    assert located[0]["subject"]["establishment_id"] == "EST-1"
+    assert located[0]["reasons"][0].startswith("checked in at Hotel Harmoni on 2026-12-06")
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def test_report_late_and_its_cancellation() -> None:
+    ci = hotel("p1", at(1), 1, reported=at(2, 11), eid="htl-late")
+    cancel = hotel("p1", at(3), 1, action="CANCEL", corrects="htl-late")
+    alerts = run([arrival("p1", at(0), until_day=29), ci, cancel], until=at(4))
+    assert rules_of(alerts) == [("report.late", "RAISED"), ("report.late", "WITHDRAWN")]
+    assert alerts[0]["subject"]["establishment_id"] == "EST-1"
+
+
+def test_report_on_time_is_not_late() -> None:
+    alerts = run(
+        [arrival("p1", at(0), until_day=29), hotel("p1", at(1), 1, reported=at(1) + 23 * HOUR_MS)], until=at(3)
+    )
+    assert alerts == []
+
+
+def test_report_missing_when_the_declared_hotel_stays_silent() -> None:
+    alerts = run([arrival("p1", at(0), until_day=29, declared="EST-1")], until=at(2, 12))
+    assert rules_of(alerts) == [("report.missing", "RAISED")]
+    assert alerts[0]["occurred_at"] == at(0) + 48 * HOUR_MS
+    reported = run([arrival("p2", at(0), until_day=29, declared="EST-1"), hotel("p2", at(0, 15), 0)], until=at(3))
+    assert reported == []
+    gone = run([arrival("p3", at(0), until_day=29, declared="EST-1"), departure("p3", at(1))], until=at(3))
+    assert gone == []
+
+
+def test_checkout_missing_after_departure_and_after_expected_date() -> None:
+    a = run([arrival("p1", at(0), until_day=29), hotel("p1", at(0, 15), 0), departure("p1", at(5))], until=at(7))
+    assert rules_of(a) == [("report.checkout_missing", "RAISED")]
+    b = run([arrival("p2", at(0), until_day=29), hotel("p2", at(0, 15), 0, expected_out=3)], until=at(6))
+    assert rules_of(b) == [("report.checkout_missing", "RAISED")]
+    checked_out = hotel("p3", at(3, 9), 0, action="CHECK_OUT")
+    c = run([arrival("p3", at(0), until_day=29), hotel("p3", at(0, 15), 0, expected_out=3), checked_out], until=at(6))
+    assert c == []
+
+
+# ------------------------------------------------------------------ TPPO
+
+
+def journey(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "destination_country": "SGP",
+        "destination_city": None,
+        "onward_route": [],
+        "return_ticket": True,
+        "purpose": "TOURISM",
+        "passport_issued_on": D0 - 900,
+        "group_reference": None,
+        "agent_reference": None,
+        "booking_reference": None,
+        "job_offer_contact": None,
+        "employer_paid_travel": None,
+        "pmi_placement_id": None,
+    }
+    return {**base, **overrides}
+
+
+def test_tppo_screening_lists_each_indicator_with_its_weight() -> None:
+    risky = journey(
+        destination_country="KHM",
+        destination_city="Phnom Penh",
+        onward_route=["SGP", "MYS", "THA"],
+        return_ticket=False,
+        passport_issued_on=D0 + 5,
+        job_offer_contact=True,
+    )
+    alerts = run([departure("c1", at(10), nat="IDN", journey=risky)], until=at(10, 12))
+    assert len(alerts) == 1
+    a = alerts[0]
+    assert a["rule_id"] == "tppo.screening" and a["severity"] == "MEDIUM"  # 9 < 2 x threshold
+    fired = {e["name"]: e["weight"] for e in a["evidence"] if e["weight"] is not None}
+    assert fired == {"risk_destination": 3.0, "one_way": 2.0, "new_passport": 2.0, "tourist_with_work_signs": 2.0}
+    assert any("passport issued 5 days ago" in r for r in a["reasons"])
+    assert any("Phnom Penh" in r for r in a["reasons"])
+    assert "the officer decides" in a["reasons"][0]
+
+
+def test_tppo_below_threshold_and_ordinary_trips_raise_nothing() -> None:
+    near = journey(return_ticket=False, passport_issued_on=D0 + 5)  # 4 < 5
+    assert run([departure("c1", at(10), nat="IDN", journey=near)], until=at(11)) == []
+    assert run([departure("c2", at(10), nat="IDN", journey=journey())], until=at(11)) == []
+
+
+def test_tppo_previous_screening_at_another_checkpoint_counts() -> None:
+    first = departure("c1", at(10), nat="IDN", journey=journey(destination_country="KHM", return_ticket=False))
+    again = departure(
+        "c1", at(12), nat="IDN", checkpoint=CP2, journey=journey(return_ticket=False, passport_issued_on=D0 + 11)
+    )
+    alerts = run([first, again], until=at(13))
+    assert [a["subject"]["checkpoint_id"] for a in alerts] == ["TPI-BATAM-CENTRE", "TPI-SOEKARNO-HATTA"]
+    assert "previous_delay" in {e["name"] for e in alerts[1]["evidence"]}
+
+
+def test_work_without_placement_to_a_moratorium_country() -> None:
+    work = journey(destination_country="SAU", purpose="WORK")
+    alerts = run([departure("c1", at(10), nat="IDN", journey=work)], until=at(11))
+    assert {e["name"] for e in alerts[0]["evidence"]} >= {"pmi_without_placement", "moratorium_destination"}
+
+
+# ------------------------------------------------------------------ determinism
+
+
+def test_duplicate_events_change_nothing() -> None:
+    events = [arrival("p1", at(0), until_day=29, eid="arr-x"), hotel("p1", at(35), 35, eid="htl-x")]
+    once = run(events, until=at(36))
+    twice = run(events + events, until=at(36))
+    assert once == twice
+
+
+def test_out_of_order_arrival_of_topics_gives_the_same_alerts() -> None:
+    events = [
+        arrival("p1", at(0), until_day=29, declared="EST-1", eid="arr-o"),
+        hotel("p1", at(0, 15), 0, eid="htl-o", expected_out=2),
+        permit("p1", at(28), until_day=59, reported=at(32)),
+        departure("p1", at(33), eid="dep-o"),
+    ]
+    by_topic = sorted(events, key=lambda e: e[0])  # all of one topic first, then the next
+    assert run(events, until=at(40)) == run(list(reversed(events)), until=at(40)) == run(by_topic, until=at(40))
+
+
+def test_nothing_is_released_before_every_input_has_reached_the_time() -> None:
+    det = PersonDetector(RULES, clock=lambda: 0)
+    det.offer(*arrival("p1", at(0), until_day=29))
+    assert det.tick(topics.BORDER_CROSSINGS, at(40)) == []  # other topics have said nothing yet
+    for topic in INPUTS[:-1]:
+        det.tick(topic, at(40))
+    assert det.timeline.watermark < at(1)
+    out = det.tick(INPUTS[-1], at(40))
+    assert [a["rule_id"] for a in out] == ["permit.expiring", "overstay"]
+
+
+def test_alert_ids_depend_on_rule_subject_and_window_only() -> None:
+    a = run([arrival("p1", at(0), until_day=29)], until=at(31))
+    b = run([arrival("p1", at(0), until_day=29)], until=at(31))
+    assert [x["alert_id"] for x in a] == [x["alert_id"] for x in b]
+    c = run([arrival("p2", at(0), until_day=29)], until=at(31))
+    assert not {x["alert_id"] for x in a} & {x["alert_id"] for x in c}
+
+
+@pytest.mark.parametrize("hours", [0.5, 23.5])
+def test_day_boundaries_are_local_time(hours: float) -> None:
+    # a departure at 00:30 or 23:30 WIB on the day after authorised-until is one day over
+    alerts = run([arrival("p1", at(0), until_day=29), departure("p1", at(30, hours))], until=at(31))
+    exit_ = [a for a in alerts if a["rule_id"] == "overstay.at_exit"]
+    assert {e["name"]: e["value"] for e in exit_[0]["evidence"]}["days_over"] == "1"
+    assert DAY_MS == 86_400_000
