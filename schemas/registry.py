@@ -29,6 +29,7 @@ KINDS: tuple[str, ...] = (
     "alert",
     "alert_action",
     "dead_letter",
+    "clock_tick",
 )
 
 _VERSION_FILE = re.compile(r"^(?P<kind>[a-z_]+)\.v(?P<version>\d+)\.avsc$")

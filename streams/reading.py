@@ -22,8 +22,9 @@ class Read:
     error: str | None = None
 
 
-def read_topic(bootstrap: str, topic: str, *, timeout: float = 15.0) -> list[Read]:
-    """Every record now on ``topic``, decoded, in partition and offset order.
+def read_topic(bootstrap: str, topic: str, *, timeout: float = 15.0, ticks: bool = False) -> list[Read]:
+    """Every record now on ``topic``, decoded, in partition and offset order (clock ticks only
+    when asked for).
 
     "The end" is each partition's high watermark as reported in fetch responses: Tansu's
     ListOffsets answer can lie below it, so ``end_offsets()`` is not used.
@@ -51,6 +52,8 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 15.0) -> list[Rea
                 for r in records:
                     try:
                         kind, rec = c.decode(r.value)
+                        if kind == "clock_tick" and not ticks:
+                            continue
                         out.append(Read(tp.partition, r.offset, r.key, dict(r.headers), kind, rec))
                     except DecodeError as exc:
                         out.append(Read(tp.partition, r.offset, r.key, dict(r.headers), "", None, str(exc)))

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         default=True, description="re-read event ids from the topics on start so retries stay idempotent"
     )
     gateway_send_timeout_seconds: float = 30.0
+    gateway_tick_seconds: float = Field(
+        default=1.0, description="clock ticks into every ingestion partition (event time in silence); 0: off"
+    )
     gateway_workers: int = Field(
         default=-1, description="processes that validate and encode large requests; -1: one per core beyond the first"
     )

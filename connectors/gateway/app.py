@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -142,10 +144,10 @@ async def post_events(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         return problem(415, "unsupported-media-type", f"send application/json, not {request.content_type!r}")
     raw = await request.read()
-    now_ms = int(time.time() * 1000)
     limit = request.app[SETTINGS].gateway_max_batch
-    prepared = await request.app[INGESTOR].pool.json(source, kind, raw, now_ms, limit)
-    return await _answer(request, source, kind, raw, prepared, now_ms, "events", started)
+    with request.app[INGESTOR].request_clock() as now_ms:
+        prepared = await request.app[INGESTOR].pool.json(source, kind, raw, now_ms, limit)
+        return await _answer(request, source, kind, raw, prepared, now_ms, "events", started)
 
 
 async def post_register(request: web.Request) -> web.Response:
@@ -159,10 +161,10 @@ async def post_register(request: web.Request) -> web.Response:
     if request.content_type not in ("text/csv", "application/csv", "text/plain"):
         return problem(415, "unsupported-media-type", f"send text/csv, not {request.content_type!r}")
     raw = await request.read()
-    now_ms = int(time.time() * 1000)
     limit = request.app[SETTINGS].gateway_max_batch
-    prepared = await request.app[INGESTOR].pool.register(source, raw, now_ms, limit)
-    return await _answer(request, source, kind, raw, prepared, now_ms, "register", started)
+    with request.app[INGESTOR].request_clock() as now_ms:
+        prepared = await request.app[INGESTOR].pool.register(source, raw, now_ms, limit)
+        return await _answer(request, source, kind, raw, prepared, now_ms, "register", started)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -236,6 +238,19 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return resp
 
 
+async def _tick_forever(app: web.Application) -> None:
+    """The event-time clock: ticks into every ingestion partition, so rules with deadlines fire
+    even when nothing is reported."""
+    settings, ingestor = app[SETTINGS], app[INGESTOR]
+    source_id = f"gateway@{settings.gateway_host}:{settings.gateway_port}"
+    while True:
+        await asyncio.sleep(settings.gateway_tick_seconds)
+        try:
+            await ingestor.tick(source_id)
+        except Exception as exc:  # the broker may be away for a while; the next tick retries
+            log.warning("clock tick failed: %s", exc)
+
+
 def build_app(settings: Settings, keys: KeyRing, publisher: Publisher | None = None) -> web.Application:
     """The gateway; the publisher and key ring are injectable so tests and replay can reuse it."""
     app = web.Application(
@@ -257,7 +272,12 @@ def build_app(settings: Settings, keys: KeyRing, publisher: Publisher | None = N
             n = await rebuild_dedup(settings, app[INGESTOR].dedup)
             log.info("dedup index rebuilt from the topics: %d event ids", n)
         app[READY]["dedup_rebuilt"] = True
+        ticker = asyncio.create_task(_tick_forever(app)) if settings.gateway_tick_seconds > 0 else None
         yield
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
         await pub.stop()
         pool.close()
 

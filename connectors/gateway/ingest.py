@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -137,14 +138,51 @@ class Ingestor:
         self.pool = pool or PreparePool(self.preparer, secret, skew_ms, workers=0, min_bytes=0)
         self._dead_letter_topic = settings.topic(topics.DEAD_LETTERS)
         self._topics = {k: settings.topic(t) for k, t in TOPIC_OF_KIND.items()}
+        self._open: Counter[int] = Counter()  # reported_at of requests not yet answered
+
+    @contextmanager
+    def request_clock(self) -> Iterator[int]:
+        """The reported_at of a request; held until it is answered, so that no clock tick claims
+        its time has passed while its events are still being written."""
+        now_ms = int(time.time() * 1000)
+        self._open[now_ms] += 1
+        try:
+            yield now_ms
+        finally:
+            self._open[now_ms] -= 1
+            if not self._open[now_ms]:
+                del self._open[now_ms]
+
+    def safe_time(self) -> int:
+        """The latest time such that every event reported before it is on its topic (or refused)."""
+        now_ms = int(time.time() * 1000)
+        return min(self._open, default=now_ms + 1) - 1
+
+    async def tick(self, source_id: str, at_ms: int | None = None) -> int:
+        """Write a clock tick into every partition of every ingestion topic; returns its time."""
+        at_ms = self.safe_time() if at_ms is None else at_ms
+        records = []
+        for topic in self._topics.values():
+            for p in range(await self.publisher.partitions(topic)):
+                tick = {
+                    "event_id": f"tick:{source_id}:{topic}:{p}:{at_ms}",
+                    "occurred_at": at_ms,
+                    "reported_at": at_ms,
+                    "source": source_id,
+                }
+                records.append(OutRecord(topic, None, self.codec.encode("clock_tick", tick), partition=p))
+        failures = [e for e in await self.publisher.publish(records) if e is not None]
+        if failures:
+            raise PublishError(f"clock tick not acknowledged on {len(failures)} partition(s): {failures[0]}")
+        return at_ms
 
     async def ingest(
         self, source: Source, kind: str, items: Sequence[Item], *, content_type: str, step: str = "gateway.validate"
     ) -> Outcome:
         """Prepare in this process and publish (replay and small requests)."""
-        now_ms = int(time.time() * 1000)
-        prepared = self.preparer.prepare(source, kind, items, now_ms)
-        return await self.complete(source, kind, prepared, now_ms, content_type=content_type, step=step)
+        with self.request_clock() as now_ms:
+            prepared = self.preparer.prepare(source, kind, items, now_ms)
+            return await self.complete(source, kind, prepared, now_ms, content_type=content_type, step=step)
 
     async def complete(
         self,

@@ -16,12 +16,14 @@ class OutRecord(NamedTuple):
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None  # set for clock ticks, which go to every partition
 
 
 class Publisher(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def publish(self, records: Sequence[OutRecord]) -> list[BaseException | None]: ...
+    async def partitions(self, topic: str) -> int: ...
     def healthy(self) -> bool: ...
 
 
@@ -70,7 +72,10 @@ class KafkaPublisher:
             except Exception as exc:
                 results[i] = exc
                 continue
-            p = partition_for(r.key, partitions) if r.key is not None else i % partitions
+            if r.partition is not None:
+                p = r.partition
+            else:
+                p = partition_for(r.key, partitions) if r.key is not None else i % partitions
             groups.setdefault((r.topic, p), []).append(i)
         sent: list[tuple[asyncio.Future[object], list[int]]] = []
         for (topic, partition), indexes in groups.items():
@@ -111,6 +116,9 @@ class KafkaPublisher:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved; the caller reads it again
         return fut, members
+
+    async def partitions(self, topic: str) -> int:
+        return self._partitions.get(topic) or await self._load_partitions(topic)
 
     async def _load_partitions(self, topic: str) -> int:
         found = await self._producer.partitions_for(topic)

@@ -219,6 +219,7 @@ def gateway_settings(bootstrap: str, prefix: str, state_dir: Path, **overrides: 
     from streams.settings import Settings
 
     overrides.setdefault("gateway_workers", 1)
+    overrides.setdefault("gateway_tick_seconds", 0)  # tests that count records add ticks themselves
     overrides.setdefault("gateway_worker_min_bytes", 0)
     return Settings(
         kafka_bootstrap=bootstrap,

@@ -295,3 +295,27 @@ def test_health_readiness_metrics_and_openapi(gateway: RunningGateway) -> None:
     hotel = doc["components"]["schemas"]["HotelGuestEvent"]
     assert "reported_at" not in hotel["properties"]  # the gateway sets it
     assert "nationality" in hotel["properties"]["guest"]["properties"]
+
+
+def test_clock_ticks_reach_every_partition_of_every_ingestion_topic(
+    kafka_bootstrap: str, topics: dict[str, str], topic_prefix: str, tmp_path: Path
+) -> None:
+    from streams.reading import read_topic
+
+    settings = gateway_settings(kafka_bootstrap, topic_prefix, tmp_path, gateway_tick_seconds=0.2)
+    gw = RunningGateway(settings, write_keys(settings.keys_file)).start()
+    try:
+        before = int(datetime.now(tz=UTC).timestamp() * 1000)
+        assert gw.post(EVENTS + "hotel-guest-events", SampleFactory(seed=30).hotel_check_in(HOTEL))[0] == 200
+        import time
+
+        time.sleep(1.5)
+    finally:
+        gw.stop()
+    for name in ("hotel.guest-events", "border.crossings", "sponsor.reports", "permits.updates", "agency.reports"):
+        ticks = [r for r in read_topic(kafka_bootstrap, topics[name], ticks=True) if r.kind == "clock_tick"]
+        assert {r.partition for r in ticks} == {0, 1, 2}, name
+        times = [int(r.record["reported_at"].timestamp() * 1000) for r in ticks if r.record]
+        assert min(times) >= before - 1000
+    events = read_topic(kafka_bootstrap, topics["hotel.guest-events"])
+    assert [r.kind for r in events] == ["hotel_guest_event"]  # ticks are left out unless asked for

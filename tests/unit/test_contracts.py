@@ -366,6 +366,7 @@ PUBLISHED = {
     ("alert", 1): "7e8f40fb673b3812",
     ("alert_action", 1): "5231d09e97b7d554",
     ("dead_letter", 1): "5bc2b58e77bea074",
+    ("clock_tick", 1): "794e0a28db0421ee",
 }
 
 
