@@ -82,6 +82,29 @@ def gateway() -> None:
 
 
 @main.command()
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Rules file (default: streams/rules.toml).",
+)
+def worker(rules_path: str | None) -> None:
+    """Run a detector worker (faust); start several to share the partitions."""
+    from pathlib import Path
+
+    from streams.app import run_worker
+    from streams.detect.config import load_rules
+
+    try:
+        rules = load_rules(Path(rules_path) if rules_path else None)
+    except (OSError, ValueError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"worker: rules {rules.version}, Kafka {_settings().kafka_bootstrap}")
+    run_worker(_settings(), rules)
+
+
+@main.command()
 def topics() -> None:
     """Create the platform's topics (idempotent)."""
     from streams import localstack

@@ -1,0 +1,98 @@
+"""The detector worker: a faust app whose agent runs the person rules, one timeline per partition.
+
+The person-keyed topics (hotel guest events, border crossings, permit updates, agency reports)
+have the same partition count, so faust assigns partition *p* of all four to the same worker;
+that worker's `PersonDetector` for *p* sees all of a person's events. Alerts go to `alerts`,
+keyed by alert id; undecodable records go to the dead-letter topic and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+
+from schemas.codec import DecodeError, codec
+from streams import topics
+from streams.detect.config import RulesConfig, default_rules
+from streams.detect.person import INPUTS, PersonDetector
+from streams.settings import Mode, Settings
+
+log = logging.getLogger("pora.worker")
+
+
+def build_app(settings: Settings, rules: RulesConfig | None = None, *, app_id: str = "pora-detectors") -> faust.App:
+    """The worker's topology, in one place, for `pora worker` and the tests."""
+    rules = rules or default_rules()
+    local = settings.mode is Mode.LOCAL
+    app = faust.App(
+        f"{settings.topic_prefix}{app_id}",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+        # Tansu (local): joins wait half the session timeout; keep it short there.
+        broker_session_timeout=6 if local else 30,
+        broker_heartbeat_interval=2 if local else 3,
+        consumer_auto_offset_reset="earliest",
+    )
+    c = codec()
+    prefix = settings.topic_prefix
+    inputs = app.topic(*[settings.topic(t) for t in INPUTS], key_type=bytes, value_type=bytes)
+    alerts = app.topic(settings.topic(topics.ALERTS), key_type=bytes, value_type=bytes)
+    dead_letters = app.topic(settings.topic(topics.DEAD_LETTERS), key_type=bytes, value_type=bytes)
+    detectors: dict[int, PersonDetector] = {}
+
+    @app.agent(inputs, name="person-rules")
+    async def person_rules(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            message = event.message
+            detector = detectors.get(message.partition)
+            if detector is None:
+                detector = detectors[message.partition] = PersonDetector(rules)
+            raw = event.value
+            try:
+                kind, record = c.decode(raw)
+            except DecodeError as exc:
+                await dead_letters.send(key=b"worker", value=_dead_letter(c, raw, message.topic, str(exc)))
+                continue
+            for alert in detector.offer(message.topic[len(prefix) :], kind, record):
+                await alerts.send(key=alert["alert_id"].encode(), value=c.encode("alert", alert))
+            yield None
+
+    return app
+
+
+def _dead_letter(c: Any, raw: bytes, topic: str, reason: str) -> bytes:
+    now = int(time.time() * 1000)
+    return bytes(
+        c.encode(
+            "dead_letter",
+            {
+                "event_id": f"dl-worker-{topic}-{now}-{hash(raw) & 0xFFFFFFFF:08x}",
+                "occurred_at": now,
+                "reported_at": now,
+                "source": "worker",
+                "step": "worker.decode",
+                "kind": None,
+                "reason": "undecodable",
+                "errors": [{"field": "<record>", "problem": reason}],
+                "content_type": "avro/binary",
+                "raw": raw,
+            },
+        )
+    )
+
+
+def run_worker(settings: Settings, rules: RulesConfig | None = None) -> None:
+    from faust import Worker
+
+    app = build_app(settings, rules)
+    Worker(app, loglevel="info", quiet=True).execute_from_commandline()
