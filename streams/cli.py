@@ -170,6 +170,50 @@ def tail(topic: str, limit: int) -> None:
 
 
 @main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--window", default=1000, show_default=True, help="Lines per write (then a clock tick).")
+@click.option("--speed", type=float, default=None, help="Event-time seconds per wall second (default: full speed).")
+@click.option("--until", default=None, help="Tick event time to this ISO time at the end (deadlines after the data).")
+def replay(path: str, window: int, speed: float | None, until: str | None) -> None:
+    """Push a JSON-lines file of events through the gateway's validation into Kafka."""
+    import asyncio
+    from pathlib import Path
+
+    from connectors.replay import ReplayError
+    from connectors.replay import replay as run_replay
+    from schemas.validation import parse_timestamp_ms
+
+    try:
+        until_ms = parse_timestamp_ms(until) if until else None
+        stats = asyncio.run(run_replay(_settings(), Path(path), window=window, speed=speed, until_ms=until_ms))
+    except (ReplayError, ValueError, RuntimeError) as exc:
+        raise _fail(exc) from None
+    click.echo(
+        f"replayed {stats.lines} lines in {stats.seconds:.1f} s: {stats.accepted} accepted "
+        f"({stats.duplicates} already there), {stats.rejected} rejected, {stats.ticks} clock ticks"
+    )
+    for line in stats.rejected_lines[:20]:
+        click.echo(f"  rejected {line}", err=True)
+    if stats.rejected:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--truth", "truth_path", type=click.Path(exists=True, dir_okay=False), required=True)
+def evaluate(truth_path: str) -> None:
+    """Compare the alerts on the topic with a simulation's ground truth: precision and recall per rule."""
+    from pathlib import Path
+
+    from connectors.evaluate import evaluate as run_evaluate
+    from connectors.evaluate import table
+
+    try:
+        click.echo(table(run_evaluate(_settings(), Path(truth_path))))
+    except (LookupError, TimeoutError) as exc:
+        raise _fail(exc) from None
+
+
+@main.command()
 def demo() -> None:
     """Start the local stack, post sample reports as each source would, show what arrived."""
     from connectors.demo import run_demo

@@ -62,6 +62,7 @@ def alert_record(finding: Finding, *, status: str, step: int, version: str, at: 
         "subject": {k: finding.subject.get(k) for k in SUBJECT_FIELDS},
         "window_start": finding.window_start,
         "window_end": finding.window_end,
-        "evidence": [e.as_record() for e in finding.evidence],
+        # the window (an event id or a date) closes the evidence, so the alert can be traced and matched
+        "evidence": [e.as_record() for e in finding.evidence] + [Evidence("window", finding.window).as_record()],
         "reasons": list(finding.reasons),
     }

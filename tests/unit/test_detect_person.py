@@ -189,6 +189,7 @@ def test_overstay_from_the_first_day_after() -> None:
         "authorised_until": "2026-11-30",
         "days_over": "1",
         "charge_idr": "1000000",
+        "window": "2026-11-30",
     }
     assert a["occurred_at"] == day_start(D0 + 30)
     assert any("Rp 1,000,000" in r for r in a["reasons"])
