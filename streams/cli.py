@@ -56,7 +56,7 @@ def status() -> None:
     from streams import localstack, stack
 
     s = _settings()
-    for name in (stack.BROKER, stack.GATEWAY):
+    for name in (stack.BROKER, stack.GATEWAY, stack.WORKER):
         pid = localstack.read_pid(s.state_dir, name)
         state = "running" if pid is not None and localstack.is_running(pid) else "stopped"
         click.echo(f"{name:<9} {state}" + (f" (pid {pid})" if pid and state == "running" else ""))

@@ -20,7 +20,7 @@ from streams import localstack
 from streams.settings import Mode, Settings
 from streams.topics import TOPICS
 
-BROKER, GATEWAY = "broker", "gateway"
+BROKER, GATEWAY, WORKER = "broker", "gateway", "worker"
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,33 @@ def up(settings: Settings, *, say: Callable[[str], object] = print) -> None:
     say(f"topics    {len(names)} ready ({len(created)} created, {settings.topic_partitions} partitions each)")
 
     ensure_local_keys(settings)
+    _start_gateway(settings, say)
+    _start_worker(settings, say)
+
+
+def _spawn(settings: Settings, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    log_path = settings.state_dir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env(settings),
+            start_new_session=True,
+        )
+    localstack.write_pid(settings.state_dir, name, proc.pid)
+    return proc
+
+
+def _exited(settings: Settings, name: str) -> localstack.StackError:
+    tail = (settings.state_dir / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+    localstack.remove_pid(settings.state_dir, name)
+    return localstack.StackError(f"the {name} exited at start:\n" + "\n".join(tail))
+
+
+def _start_gateway(settings: Settings, say: Callable[[str], object]) -> None:
+    state = settings.state_dir
     url = _gateway_url(settings)
     pid = localstack.read_pid(state, GATEWAY)
     if pid is not None and localstack.is_running(pid):
@@ -128,32 +155,39 @@ def up(settings: Settings, *, say: Callable[[str], object] = print) -> None:
             f"port {settings.gateway_port} on {settings.gateway_host} is already in use: "
             "stop what holds it or set PORA_GATEWAY_PORT"
         )
-    log_path = state / "gateway.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "gateway"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_env(settings),
-            start_new_session=True,
-        )
-    localstack.write_pid(state, GATEWAY, proc.pid)
+    proc = _spawn(settings, GATEWAY, ["gateway"])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").splitlines()[-15:]
-            localstack.remove_pid(state, GATEWAY)
-            raise localstack.StackError("the gateway exited at start:\n" + "\n".join(tail))
+            raise _exited(settings, GATEWAY)
         if _ready(url):
-            say(f"gateway   started (pid {proc.pid}) at {url}, log {log_path}")
+            say(f"gateway   started (pid {proc.pid}) at {url}, log {state / 'gateway.log'}")
             return
         time.sleep(0.2)
-    raise localstack.StackError(f"the gateway did not become ready within 60 s; see {log_path}")
+    raise localstack.StackError(f"the gateway did not become ready within 60 s; see {state / 'gateway.log'}")
+
+
+def _start_worker(settings: Settings, say: Callable[[str], object]) -> None:
+    pid = localstack.read_pid(settings.state_dir, WORKER)
+    if pid is not None and localstack.is_running(pid):
+        say(f"worker    already running (pid {pid})")
+        return
+    log_path = settings.state_dir / "worker.log"
+    seen = log_path.stat().st_size if log_path.exists() else 0  # only this start's lines count
+    proc = _spawn(settings, WORKER, ["worker"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise _exited(settings, WORKER)
+        if "Worker ready" in log_path.read_bytes()[seen:].decode(errors="replace"):
+            say(f"worker    started (pid {proc.pid}), log {log_path}")
+            return
+        time.sleep(0.2)
+    raise localstack.StackError(f"the detector worker did not become ready within 60 s; see {log_path}")
 
 
 def down(settings: Settings, *, say: Callable[[str], object] = print) -> None:
-    for name in (GATEWAY, BROKER):
+    for name in (WORKER, GATEWAY, BROKER):
         pid = localstack.read_pid(settings.state_dir, name)
         if pid is None:
             say(f"{name:<9} not running")

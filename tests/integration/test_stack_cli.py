@@ -34,6 +34,7 @@ def test_up_status_down(tmp_path: Path) -> None:
         up = pora(["up"], env)
         assert up.returncode == 0, up.stderr
         assert "broker    started" in up.stdout and "gateway   started" in up.stdout
+        assert "worker    started" in up.stdout
         assert "8 ready (8 created, 4 partitions each)" in up.stdout
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/readyz", timeout=10) as resp:
             assert json.loads(resp.read())["status"] == "ready"
@@ -47,10 +48,12 @@ def test_up_status_down(tmp_path: Path) -> None:
 
         status = pora(["status"], env)
         assert "broker    running" in status.stdout and "gateway   running" in status.stdout
+        assert "worker    running" in status.stdout
     finally:
         down = pora(["down"], env)
     assert down.returncode == 0
     assert "gateway   stopped" in down.stdout and "broker    stopped" in down.stdout
+    assert "worker    stopped" in down.stdout
     assert localstack.port_free("127.0.0.1", broker_port) and localstack.port_free("127.0.0.1", gateway_port)
     assert "not running" in pora(["down"], env).stdout
 
