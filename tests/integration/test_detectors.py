@@ -4,12 +4,6 @@ at full speed or paced in small windows, with one worker or two sharing the part
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +11,11 @@ from typing import Any
 import orjson
 from conftest import make_topics
 
+from connectors.pipeline import alerts_when_settled, detector_workers
 from connectors.replay import replay
 from connectors.samples import CHECKPOINTS, ESTABLISHMENTS, SampleFactory
-from streams import topics
 from streams.detect.config import default_rules
 from streams.detect.person import INPUTS, PersonDetector, ms
-from streams.localstack import stop_process
 from streams.reading import read_topic
 from streams.settings import Settings
 
@@ -106,55 +99,17 @@ def reference(settings: Settings) -> set[tuple[Any, ...]]:
     return comparable(out)
 
 
-@contextmanager
-def workers(settings: Settings, count: int) -> Iterator[None]:
-    env = {
-        **os.environ,
-        "PORA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PORA_TOPIC_PREFIX": settings.topic_prefix,
-        "PORA_TOPIC_PARTITIONS": str(settings.topic_partitions),
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        for _ in range(count)
-    ]
-    try:
-        time.sleep(8 if count > 1 else 3)  # let the group settle before input arrives
-        yield
-    finally:
-        for p in procs:
-            stop_process(p.pid)
-
-
-def alerts_when_settled(settings: Settings, expected: int, timeout: float = 90) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    seen: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        seen = [r.record for r in read_topic(settings.kafka_bootstrap, settings.topic(topics.ALERTS)) if r.record]
-        if len(seen) >= expected:
-            time.sleep(2)  # anything extra would show up now
-            return [r.record for r in read_topic(settings.kafka_bootstrap, settings.topic(topics.ALERTS)) if r.record]
-        time.sleep(1)
-    return seen
-
-
 def run_once(
     bootstrap: str, prefix: str, path: Path, *, worker_count: int, window: int, window_ms: int | None = None
 ) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
     make_topics(bootstrap, prefix)
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, topic_partitions=3)
-    with workers(settings, worker_count):
+    with detector_workers(settings, worker_count):
         until = int(datetime.fromisoformat(END).timestamp() * 1000)
         stats = asyncio.run(replay(settings, path, window=window, window_ms=window_ms, until_ms=until))
         assert stats.rejected == 0, stats.rejected_lines
         expected = reference(settings)
-        got = comparable(alerts_when_settled(settings, len(expected)))
+        got = comparable(alerts_when_settled(settings, expected=len(expected)))
     return expected, got
 
 
