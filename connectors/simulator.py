@@ -1,0 +1,1834 @@
+"""A realistic, labelled population of travellers, with the alerts the detectors must give for it.
+
+``simulate(days, travellers, seed, start)`` makes ``days`` days of traffic from ``start`` 00:00 WIB:
+foreign visitors entering at Batam Centre, Soekarno-Hatta, Ngurah Rai and Kualanamu with
+VISA_EXEMPT, VOA or VISITOR_VISA (``authorised_until`` = arrival date + ``[stay]`` days - 1),
+staying at hotels in Batam, Bali, Jakarta and Medan, extending a VoA, leaving; ITAS workers of the
+Mojokerto sponsor living at its company mess; Indonesian citizens departing and coming home. Each
+event is in the gateway's JSON form (``schemas/validation.py``) with a unique client ``event_id``
+and a ``reported_at`` for a trusted-clock replay, both timestamps ISO 8601 with the source's own
+offset (WITA +08:00 in Bali, WIB +07:00 elsewhere). The same arguments give the same output.
+
+Most travellers behave: they check in at the hotel they declared within hours, the hotel reports
+within hours (crossings within minutes), they check out and leave before their permit ends.
+Labelled minorities (``Simulation.scenarios`` names each traveller's) break one rule each:
+overstayers who stay on, who are located at a hotel, who are caught leaving (one of each kind past
+``overstay.escalate_at_days`` when ``days`` allow); VoA extensions granted before expiry and
+reported on time, or only 1-5 days into the overstay; check-ins reported more than a day late;
+declared hotels that never report (the traveller staying past the 48 h deadline, or leaving
+before it); guests leaving without a CHECK_OUT or staying 2-4 days past their expected date; late
+duplicate check-ins withdrawn by a CANCEL; room CORRECTIONs; citizens whose journey reaches the
+TPPO threshold, or just misses it (scores 2-4, a passport issued 30 and 31 days before), some
+trying again at another checkpoint (previous_delay) or at the same one.
+
+The truth is not taken from the scenarios: :func:`ground_truth` applies ``streams/detect/RULES.md``
+literally to the events themselves, one person's timeline at a time (facts as known at an instant
+= events reported before it; timers at their deadlines; numbers from ``streams/rules.toml``). So it
+also holds what the minorities cause by the way: ``permit.expiring`` for everyone in the country
+at A - 7 days with that A current (overstayers and travellers leaving in the last week included),
+``report.missing`` when a late report comes after the 48 h deadline too, ``overstay.located`` when
+an overstayer moves to another hotel before leaving late, and so on.
+
+What the truth holds
+    Each alert raised and **not withdrawn** by ``end``, once per (rule, subject, window); an
+    amendment (the overstay reaching 60 days) is the same alert. Raised-then-withdrawn alerts (an
+    overstay whose extension is reported late, the report.late of a cancelled duplicate) are in
+    ``Simulation.withdrawn`` instead. Subject: the person (``nationality``, ``document_number``) for
+    overstay, overstay.at_exit, permit.expiring, overstay.located ("person and establishment") and
+    tppo.screening; the establishment for report.late, report.missing (the declared one) and
+    report.checkout_missing ("establishment and person"). Window: the A date for overstay and
+    permit.expiring, else the ``event_id`` the alert is about (check-in, arrival or departure).
+
+The horizon
+    ``end`` is the last day at 23:00 WIB. Nothing is reported in its last 10 minutes and no
+    deadline lies within an hour of it (crossings happen 02:00-22:00 local time, date deadlines
+    are at 00:00 WIB), so a replay that ends with a clock tick at ``end`` (plus any lateness)
+    gives exactly ``truth``. Stories go on past the horizon and are cut there: an overstayer is
+    still in the country at the end, a stay's check-out may come later.
+
+Readings of RULES.md, and cases never generated because RULES.md does not settle them
+(:func:`ground_truth` raises :class:`AmbiguousCase` when it meets one)
+    - overstay is WITHDRAWN "when a permit update reported later moves A past the alert's A (on a
+      date not before the overstay began)": read as "the new A is a date not before the first day
+      of the overstay", i.e. new A > alert's A. The late extensions here were granted before the
+      old A ended, so reading the parenthesis as the update's own date would keep the overstay.
+    - A timer whose moment has passed when it is set: no permit update or arrival becomes known
+      after its A ended or after its A - 7 (when that is after the arrival), no permit shortens A,
+      no check-out deadline lies before its check-in is known.
+    - No new check-in of a late-extension holder between the old A and the late report (it would
+      be an overstay.located, which no permit update withdraws).
+    - report.missing "has not departed by then": no departure occurs before the deadline and is
+      reported after it. "No CHECK_IN ... is known": no outcome hangs on a check-in cancelled
+      before the deadline or on one from an earlier trip.
+    - report.checkout_missing (a) "after the person's DEPARTURE (reported)": the deadline is taken
+      as the departure's ``reported_at`` + grace, and no CHECK_OUT is reported between
+      ``occurred_at`` + grace and that; the departure is never known before the check-in. A person
+      stays at most once at an establishment (a cancelled duplicate of the same stay aside), so a
+      CHECK_OUT closes one stay.
+    - CORRECTION only changes the room of a check-in that causes no alert, within 24 h of it.
+      CANCEL only withdraws a late duplicate of a stay already reported, before that stay's
+      CHECK_OUT. A cancelled check-in's alerts raised before the CANCEL are withdrawn; its later
+      deadlines raise nothing.
+    - No event is reported exactly at a deadline (reports carry odd milliseconds, deadlines are
+      whole seconds), so "passes" may mean > or >=; no check-in is exactly 24 h late.
+    - Dates are WIB dates (departure date, passport age); crossings are never 22:00-02:00 local,
+      so a Bali checkpoint's local date is the WIB date too. ``check_in_date`` is the hotel's.
+    - tppo.screening: "another checkpoint" is another ``checkpoint_id``, "before" an earlier
+      ``reported_at``; ``new_passport`` when departure date - issue date <= ``passport_new_days``.
+      No two journeys share an agent, group or booking reference, so the not-yet-evaluated
+      ``group_same_agent`` indicator would leave the truth as it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import tomllib
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from connectors.samples import CHECKPOINTS as _SAMPLE_CHECKPOINTS
+from connectors.samples import ESTABLISHMENTS as _SAMPLE_ESTABLISHMENTS
+from connectors.samples import SPONSOR
+from schemas.person import CITIZEN
+from schemas.validation import parse_timestamp_ms
+
+RULES_PATH = Path(__file__).resolve().parent.parent / "streams" / "rules.toml"
+
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+WIB_H = 7
+WITA_H = 8
+_EPOCH_ORD = date(1970, 1, 1).toordinal()
+
+Event = dict[str, Any]
+
+
+# ---------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The numbers of ``streams/rules.toml`` that the truth depends on."""
+
+    version: str
+    stay_days: dict[str, int]
+    warn_before_days: int
+    escalate_at_days: int
+    hotel_deadline_ms: int
+    checkout_grace_ms: int
+    threshold: float
+    passport_new_days: int
+    risk_countries: frozenset[str]
+    moratorium_countries: frozenset[str]
+    weights: dict[str, float]
+
+
+def load_rules(path: Path = RULES_PATH) -> Rules:
+    with path.open("rb") as fh:
+        raw = tomllib.load(fh)
+    tppo = raw["tppo"]
+    return Rules(
+        version=str(raw["version"]),
+        stay_days={str(k): int(v) for k, v in raw["stay"].items()},
+        warn_before_days=int(raw["overstay"]["warn_before_days"]),
+        escalate_at_days=int(raw["overstay"]["escalate_at_days"]),
+        hotel_deadline_ms=round(float(raw["reporting"]["hotel_deadline_hours"]) * HOUR),
+        checkout_grace_ms=round(float(raw["reporting"]["checkout_grace_hours"]) * HOUR),
+        threshold=float(tppo["threshold"]),
+        passport_new_days=int(tppo["passport_new_days"]),
+        risk_countries=frozenset(tppo["risk_countries"]),
+        moratorium_countries=frozenset(tppo["moratorium_countries"]),
+        weights={str(k): float(v) for k, v in tppo["weights"].items()},
+    )
+
+
+# ---------------------------------------------------------------- time
+
+
+def _midnight(day: date, tz_h: int = WIB_H) -> int:
+    """Epoch ms of ``day`` 00:00 local time (UTC+tz_h)."""
+    return ((day.toordinal() - _EPOCH_ORD) * 86_400 - tz_h * 3600) * SECOND
+
+
+def _local_date(ms: int, tz_h: int = WIB_H) -> date:
+    return date.fromordinal(_EPOCH_ORD + (ms + tz_h * HOUR) // DAY)
+
+
+def _seconds_of_day(ms: int, tz_h: int) -> int:
+    return ((ms + tz_h * HOUR) % DAY) // SECOND
+
+
+def _iso(ms: int, tz_h: int) -> str:
+    local = ms + tz_h * HOUR
+    days, rest = divmod(local, DAY)
+    hour, rest = divmod(rest, HOUR)
+    minute, rest = divmod(rest, MINUTE)
+    sec, milli = divmod(rest, SECOND)
+    frac = f".{milli:03d}" if milli else ""
+    return f"{date.fromordinal(_EPOCH_ORD + days).isoformat()}T{hour:02d}:{minute:02d}:{sec:02d}{frac}+{tz_h:02d}:00"
+
+
+# ---------------------------------------------------------------- places
+
+BATAM_CENTRE = dict(_SAMPLE_CHECKPOINTS[0])
+SOEKARNO_HATTA = dict(_SAMPLE_CHECKPOINTS[1])
+NGURAH_RAI = {
+    "checkpoint_id": "TPI-NGURAH-RAI",
+    "name": "I Gusti Ngurah Rai International Airport",
+    "kind": "AIRPORT",
+    "office": "KANIM-NGURAH-RAI",
+}
+KUALANAMU = {
+    "checkpoint_id": "TPI-KUALANAMU",
+    "name": "Kualanamu International Airport",
+    "kind": "AIRPORT",
+    "office": "KANIM-MEDAN",
+}
+CHECKPOINTS = [BATAM_CENTRE, SOEKARNO_HATTA, NGURAH_RAI, KUALANAMU]
+
+_EST = {e["establishment_id"]: dict(e) for e in _SAMPLE_ESTABLISHMENTS}
+
+
+def _est(eid: str, name: str, region: str, office: str) -> dict[str, str]:
+    return {"establishment_id": eid, "name": name, "region": region, "office": office}
+
+
+ESTABLISHMENTS: list[dict[str, str]] = [
+    _EST["EST-BTM-0001"],
+    _EST["EST-BTM-0002"],
+    _est("EST-BTM-0003", "Harbour Bay Residence", "Kota Batam", "KANIM-BATAM"),
+    _est("EST-BTM-0004", "Nongsa Point Resort", "Kota Batam", "KANIM-BATAM"),
+    _EST["EST-DPS-0001"],
+    _est("EST-DPS-0002", "Seminyak Garden Villas", "Kabupaten Badung", "KANIM-NGURAH-RAI"),
+    _est("EST-DPS-0003", "Ubud Rice Terrace Homestay", "Kabupaten Gianyar", "KANIM-DENPASAR"),
+    _est("EST-DPS-0004", "Canggu Surf Hostel", "Kabupaten Badung", "KANIM-NGURAH-RAI"),
+    _est("EST-JKT-0001", "Hotel Menteng Raya", "Kota Jakarta Pusat", "KANIM-JAKARTA-PUSAT"),
+    _est("EST-JKT-0002", "Thamrin Business Suites", "Kota Jakarta Pusat", "KANIM-JAKARTA-PUSAT"),
+    _est("EST-JKT-0003", "Kemang Serviced Residence", "Kota Jakarta Selatan", "KANIM-JAKARTA-SELATAN"),
+    _est("EST-MDN-0001", "Hotel Deli Polonia", "Kota Medan", "KANIM-MEDAN"),
+    _est("EST-MDN-0002", "Tuktuk Lakeside Guesthouse", "Kabupaten Samosir", "KANIM-PEMATANG-SIANTAR"),
+    _EST["EST-MJK-0001"],
+]
+_BY_ID = {e["establishment_id"]: e for e in ESTABLISHMENTS}
+MESS = _BY_ID["EST-MJK-0001"]
+_WITA_REGIONS = {"Kabupaten Badung", "Kabupaten Gianyar", "Kota Denpasar"}
+
+
+def _tz_of_establishment(est: dict[str, str]) -> int:
+    return WITA_H if est["region"] in _WITA_REGIONS else WIB_H
+
+
+def _tz_of_checkpoint(cp: dict[str, str]) -> int:
+    return WITA_H if cp["checkpoint_id"] == NGURAH_RAI["checkpoint_id"] else WIB_H
+
+
+@dataclass(frozen=True)
+class _Region:
+    checkpoint: dict[str, str]
+    hotels: tuple[str, ...]
+    transport: tuple[str, ...]
+    nationalities: tuple[tuple[str, float], ...]
+    trip_days: tuple[int, int]
+
+
+_REGIONS: dict[str, _Region] = {
+    "batam": _Region(
+        BATAM_CENTRE,
+        ("EST-BTM-0001", "EST-BTM-0002", "EST-BTM-0003", "EST-BTM-0004"),
+        ("BATAMFAST 12", "MAJESTIC 0815", "SINDO 21", "HORIZON 07"),
+        (("SGP", 45), ("MYS", 20), ("CHN", 10), ("IND", 8), ("KOR", 5), ("GBR", 4), ("PHL", 4), ("AUS", 4)),
+        (1, 6),
+    ),
+    "bali": _Region(
+        NGURAH_RAI,
+        ("EST-DPS-0001", "EST-DPS-0002", "EST-DPS-0003", "EST-DPS-0004"),
+        ("QF 43", "JQ 35", "SQ 946", "GA 715", "KE 629", "CX 785", "VA 41"),
+        (
+            ("AUS", 35),
+            ("CHN", 10),
+            ("IND", 8),
+            ("GBR", 8),
+            ("USA", 8),
+            ("RUS", 8),
+            ("FRA", 6),
+            ("NLD", 5),
+            ("DEU", 6),
+            ("KOR", 3),
+            ("JPN", 3),
+        ),
+        (4, 21),
+    ),
+    "jakarta": _Region(
+        SOEKARNO_HATTA,
+        ("EST-JKT-0001", "EST-JKT-0002", "EST-JKT-0003"),
+        ("GA 826", "SQ 952", "JL 725", "KE 627", "CZ 387", "GA 87"),
+        (("JPN", 20), ("KOR", 15), ("CHN", 15), ("SGP", 10), ("USA", 10), ("NLD", 10), ("IND", 10), ("MYS", 10)),
+        (2, 12),
+    ),
+    "medan": _Region(
+        KUALANAMU,
+        ("EST-MDN-0001", "EST-MDN-0002"),
+        ("MH 861", "AK 372", "SQ 926", "OD 326"),
+        (("MYS", 60), ("SGP", 15), ("CHN", 10), ("NLD", 10), ("DEU", 5)),
+        (3, 10),
+    ),
+}
+_REGION_WEIGHTS = (("batam", 30), ("bali", 40), ("jakarta", 20), ("medan", 10))
+
+
+def _longest(stays: list[_Stay]) -> _Stay:
+    return max(stays, key=lambda s: (s.check_out or s.check_in + 365 * DAY) - s.check_in)
+
+
+def _region_of(est: dict[str, str]) -> str:
+    return next(k for k, v in _REGIONS.items() if est["establishment_id"] in v.hotels)
+
+
+def _tz_of_office(office: str) -> int:
+    return WITA_H if office in ("KANIM-NGURAH-RAI", "KANIM-DENPASAR") else WIB_H
+
+
+_VISA_EXEMPT = frozenset({"SGP", "MYS", "THA", "PHL", "BRN", "VNM"})
+
+_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "SGP": (
+        ("Wei Ming", "Hui Min", "Jun Jie", "Siew Ling", "Rajesh", "Nur Aisyah"),
+        ("Tan", "Lim", "Lee", "Ng", "Goh"),
+    ),
+    "MYS": (
+        ("Ahmad Faiz", "Nurul Huda", "Kok Wai", "Mei Ling", "Muthu", "Siti Aminah"),
+        ("Ismail", "Hassan", "Chong", "Yap", "Raman", "Abdullah"),
+    ),
+    "CHN": (("Wei", "Fang", "Jun", "Li Na", "Hao", "Xiu Ying"), ("Wang", "Li", "Zhang", "Liu", "Chen", "Zhao")),
+    "AUS": (("Olivia", "Jack", "Charlotte", "Liam", "Mia", "Noah"), ("Smith", "Jones", "Williams", "Brown", "Wilson")),
+    "USA": (
+        ("Emma", "James", "Ava", "Michael", "Sophia", "Ethan"),
+        ("Johnson", "Miller", "Davis", "Garcia", "Anderson"),
+    ),
+    "GBR": (
+        ("Oliver", "Amelia", "Harry", "Isla", "George", "Poppy"),
+        ("Evans", "Thomas", "Roberts", "Walker", "Hughes"),
+    ),
+    "FRA": (
+        ("Lucas", "Chloe", "Hugo", "Manon", "Louis", "Camille"),
+        ("Martin", "Bernard", "Dubois", "Durand", "Moreau"),
+    ),
+    "NLD": (
+        ("Sanne", "Daan", "Lotte", "Bram", "Femke", "Ruben"),
+        ("de Vries", "Jansen", "van Dijk", "Bakker", "Visser"),
+    ),
+    "DEU": (
+        ("Lukas", "Anna", "Felix", "Lea", "Jonas", "Marie"),
+        ("Mueller", "Schmidt", "Schneider", "Fischer", "Weber"),
+    ),
+    "RUS": (
+        ("Olga", "Dmitry", "Anna", "Sergey", "Elena", "Ivan"),
+        ("Ivanov", "Smirnova", "Kuznetsov", "Popova", "Sokolov"),
+    ),
+    "KOR": (("Ji-ho", "Seo-yeon", "Min-jun", "Ha-eun", "Do-yoon", "Ji-woo"), ("Kim", "Lee", "Park", "Choi", "Jung")),
+    "JPN": (("Yuki", "Haruto", "Sakura", "Ren", "Aoi", "Sota"), ("Sato", "Suzuki", "Takahashi", "Tanaka", "Watanabe")),
+    "IND": (("Arjun", "Priya", "Rahul", "Ananya", "Vikram", "Sneha"), ("Sharma", "Patel", "Singh", "Iyer", "Reddy")),
+    "PHL": (("Maria", "Jose", "Angel", "Mark", "Kristine", "John Paul"), ("Santos", "Reyes", "Cruz", "Bautista")),
+    CITIZEN: (
+        ("Siti", "Budi", "Dewi", "Agus", "Rina", "Eko", "Wahyu", "Nur", "Putri", "Andi"),
+        ("Rahayu", "Santoso", "Lestari", "Saputra", "Wijaya", "Hidayat", "Kurniawan", "Susanti"),
+    ),
+}
+_PRIVATE_ADDRESSES = (
+    "Villa Sawah Indah, Jl. Raya Pengosekan, Ubud",
+    "Jl. Pantai Berawa 12, Canggu",
+    "Rumah keluarga, Jl. Sudirman 45, Batam",
+    "Apartemen Kalibata City Tower C, Jakarta Selatan",
+    "Jl. Gatot Subroto 201, Medan",
+)
+
+
+# ---------------------------------------------------------------- the result
+
+
+@dataclass
+class Simulation:
+    """Events in replay order and the alerts the rules must give for them (see the module doc)."""
+
+    events: list[dict[str, Any]]
+    truth: list[dict[str, Any]]
+    end: datetime
+    rules_version: str
+    withdrawn: list[dict[str, Any]] = field(default_factory=list)
+    scenarios: dict[str, str] = field(default_factory=dict)  # "NAT:DOCUMENT" -> scenario of that traveller
+
+    def write(self, events_path: str | Path, truth_path: str | Path) -> None:
+        """Both as JSON lines: ``{"kind", "event"}`` per event, one label per line."""
+        for path, rows in ((events_path, self.events), (truth_path, self.truth)):
+            with Path(path).open("w", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                    fh.write("\n")
+
+
+class AmbiguousCase(ValueError):
+    """The events hold a case whose alerts RULES.md does not settle (the simulator avoids them)."""
+
+
+# ---------------------------------------------------------------- generation
+
+
+@dataclass
+class _Person:
+    identity: dict[str, Any]
+    used: set[str] = field(default_factory=set)  # establishments stayed at
+
+    @property
+    def key(self) -> str:
+        return f"{self.identity['nationality']}:{self.identity['document_number']}"
+
+
+@dataclass
+class _Stay:
+    est: dict[str, str]
+    check_in: int  # occurred, ms
+    check_out: int | None  # occurred, ms; None: not within the story
+    expected_out: date
+    reported: bool = True
+    late_in: bool = False
+    report_out: bool = True
+    duplicate: bool = False
+    correction: bool = False
+    permit: str | None = None
+
+    @property
+    def tz(self) -> int:
+        return _tz_of_establishment(self.est)
+
+
+def _quota(travellers: int, share: float) -> int:
+    n = round(travellers * share)
+    return max(n, 1) if travellers >= 40 else n
+
+
+_FOREIGN_SCENARIOS: tuple[tuple[str, float], ...] = (
+    ("overstay_stays", 0.02),
+    ("overstay_located", 0.015),
+    ("overstay_exit", 0.025),
+    ("voa_extension", 0.025),
+    ("voa_extension_late", 0.015),
+    ("hotel_late", 0.04),
+    ("hotel_never_reports", 0.035),
+    ("missing_departs_early", 0.02),
+    ("no_checkout", 0.03),
+    ("stayed_past_expected", 0.025),
+    ("duplicate_cancelled", 0.02),
+    ("itas_worker", 0.025),
+    ("frequent_visitor", 0.03),
+    ("private_address", 0.04),
+    ("leaves_last_week", 0.08),
+)
+_CITIZEN_SCENARIOS: tuple[tuple[str, float], ...] = (
+    ("tppo_fires", 0.045),
+    ("tppo_near", 0.025),
+    ("tppo_repeat", 0.015),
+)
+_CITIZEN_SHARE = 0.22
+
+
+class _Generator:
+    def __init__(self, days: int, travellers: int, seed: int, start: date, rules: Rules) -> None:
+        self.rng = random.Random(seed)
+        self.days = days
+        self.travellers = travellers
+        self.start = start
+        self.rules = rules
+        self.end = _midnight(start + timedelta(days=days)) - HOUR
+        self.out: list[tuple[int, str, str, Event]] = []
+        self.scenarios: dict[str, str] = {}
+        self._n = 0
+        self._docs: set[str] = set()
+        self._profiles: dict[tuple[str, ...], int] = {}
+        self._repeats = 0
+        self._escalated_stay = False
+        self._escalated_exit = False
+
+    # ------------------------------------------------------------ small helpers
+
+    def day(self, i: int) -> date:
+        return self.start + timedelta(days=i)
+
+    def day_index(self, ms: int, tz_h: int) -> int:
+        return (_local_date(ms, tz_h) - self.start).days
+
+    def at(self, i: int, seconds: int, tz_h: int) -> int:
+        return _midnight(self.day(i), tz_h) + seconds * SECOND
+
+    def secs(self, lo_h: float, hi_h: float) -> int:
+        return self.rng.randrange(int(lo_h * 3600), int(hi_h * 3600))
+
+    def delay(self, lo_s: int, hi_s: int) -> int:
+        """A reporting delay; the odd milliseconds keep a report off every deadline (those are whole seconds)."""
+        return self.rng.randrange(lo_s, hi_s) * SECOND + self.rng.randrange(1, 1000)
+
+    def checkout_time(self, i: int, tz_h: int) -> int:
+        return self.at(i, self.secs(7, 11.5), tz_h)
+
+    def _id(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}-{self.rng.getrandbits(32):08x}-{self._n:06d}"
+
+    def weighted(self, options: tuple[tuple[str, float], ...]) -> str:
+        return self.rng.choices([o[0] for o in options], weights=[o[1] for o in options])[0]
+
+    def person(self, nationality: str) -> _Person:
+        r = self.rng
+        given, surnames = _NAMES[nationality]
+        while True:
+            if nationality == CITIZEN:
+                doc = f"{r.choice('BCEX')}{r.randrange(1_000_000, 9_999_999)}"
+            else:
+                doc = f"{r.choice('ABEKMNPSX')}{r.randrange(10_000_000, 99_999_999)}"
+            if doc not in self._docs:
+                self._docs.add(doc)
+                break
+        born = date(1962, 1, 1) + timedelta(days=r.randrange(365 * 42))
+        return _Person(
+            {
+                "nationality": nationality,
+                "document_type": "PASSPORT",
+                "document_number": doc,
+                "given_names": r.choice(given),
+                "surname": r.choice(surnames),
+                "date_of_birth": born.isoformat(),
+            }
+        )
+
+    def emit(self, kind: str, body: Event, occurred: int, reported: int, tz_h: int) -> Event:
+        body["occurred_at"] = _iso(occurred, tz_h)
+        body["reported_at"] = _iso(reported, tz_h)
+        self.out.append((reported, body["event_id"], kind, body))
+        return body
+
+    # ------------------------------------------------------------ events
+
+    def crossing(
+        self,
+        p: _Person,
+        cp: dict[str, str],
+        direction: str,
+        occurred: int,
+        *,
+        arrival: dict[str, Any] | None = None,
+        departure: dict[str, Any] | None = None,
+    ) -> Event:
+        region = next(v for v in _REGIONS.values() if v.checkpoint["checkpoint_id"] == cp["checkpoint_id"])
+        body: Event = {
+            "event_id": self._id("arr" if direction == "ARRIVAL" else "dep"),
+            "occurred_at": "",
+            "reported_at": "",
+            "direction": direction,
+            "checkpoint": dict(cp),
+            "traveller": dict(p.identity),
+            "transport_reference": self.rng.choice(region.transport),
+        }
+        if arrival is not None:
+            body["arrival"] = arrival
+        if departure is not None:
+            body["departure"] = departure
+        return self.emit("border_crossing", body, occurred, occurred + self.delay(4, 180), _tz_of_checkpoint(cp))
+
+    def guest_event(
+        self, p: _Person, stay: _Stay, action: str, reported: int, room: str, corrects: str | None = None
+    ) -> Event:
+        prefix = {"CHECK_IN": "chk", "CHECK_OUT": "cko", "CORRECTION": "cor", "CANCEL": "cnl"}[action]
+        body: Event = {"event_id": self._id(prefix), "occurred_at": "", "reported_at": "", "action": action}
+        if corrects is not None:
+            body["corrects_event_id"] = corrects
+        body.update(
+            {
+                "establishment": dict(stay.est),
+                "guest": dict(p.identity),
+                "permit_type": stay.permit,
+                "room": room,
+                "check_in_date": _local_date(stay.check_in, stay.tz).isoformat(),
+                "expected_check_out_date": stay.expected_out.isoformat(),
+            }
+        )
+        occurred = stay.check_in
+        if action == "CHECK_OUT":
+            assert stay.check_out is not None
+            body["check_out_date"] = _local_date(stay.check_out, stay.tz).isoformat()
+            occurred = stay.check_out
+        return self.emit("hotel_guest_event", body, occurred, reported, stay.tz)
+
+    def office_hours(self, ms: int, tz_h: int) -> int:
+        """``ms`` if it falls in office hours (08:00-16:00 local), else a moment early the next working morning."""
+        sod = _seconds_of_day(ms, tz_h)
+        if 8 * 3600 <= sod < 16 * 3600:
+            return ms
+        morning = ms - sod * SECOND + (0 if sod < 8 * 3600 else DAY)
+        return morning + self.secs(8, 10) * SECOND + self.rng.randrange(1, 1000)
+
+    def emit_stay(self, p: _Person, stay: _Stay) -> None:
+        if not stay.reported:
+            return
+        r = self.rng
+        room = f"Blok B-{r.randrange(1, 40)}" if stay.est is MESS else str(r.randrange(101, 720))
+        if stay.late_in:
+            reported = self.office_hours(stay.check_in + self.delay(25 * 3600, 60 * 3600), stay.tz)
+        elif r.random() < 0.85:
+            reported = stay.check_in + self.delay(120, 3 * 3600)
+        else:
+            reported = stay.check_in + self.delay(3 * 3600, 12 * 3600)
+        check_in = self.guest_event(p, stay, "CHECK_IN", reported, room)
+        last = reported
+        if stay.correction:  # the front desk fixes the room number the same day
+            fixed = room + "A" if stay.est is MESS else str(int(room) + r.choice((-2, -1, 1, 2, 100)))
+            last = min(reported + self.delay(600, 5 * 3600), stay.check_in + 23 * HOUR + r.randrange(1, 1000))
+            self.guest_event(p, stay, "CORRECTION", last, fixed, corrects=check_in["event_id"])
+        if stay.duplicate:  # a batch re-upload sends the check-in again, late; the hotel withdraws it
+            again = self.office_hours(stay.check_in + self.delay(26 * 3600, 50 * 3600), stay.tz)
+            dup = self.guest_event(p, stay, "CHECK_IN", again, room)
+            last = again + self.delay(1800, 6 * 3600)
+            self.guest_event(p, stay, "CANCEL", last, room, corrects=dup["event_id"])
+        if stay.check_out is not None and stay.report_out:
+            out = max(stay.check_out + self.delay(120, 3 * 3600), last + self.delay(600, 3600))
+            self.guest_event(p, stay, "CHECK_OUT", out, room)
+
+    def extend(self, p: _Person, office: str, old_until: date, occurred: int, reported: int) -> date:
+        new_until = old_until + timedelta(days=self.rules.stay_days["VOA"])
+        body: Event = {
+            "event_id": self._id("prm"),
+            "occurred_at": "",
+            "reported_at": "",
+            "action": "EXTENDED",
+            "permit_type": "VOA",
+            "permit_number": f"VOA-{old_until.year}-{self.rng.randrange(100_000, 999_999)}",
+            "holder": dict(p.identity),
+            "valid_from": (old_until + timedelta(days=1)).isoformat(),
+            "valid_until": new_until.isoformat(),
+            "office": office,
+        }
+        self.emit("permit_update", body, occurred, reported, _tz_of_office(office))
+        return new_until
+
+    # ------------------------------------------------------------ a foreigner's trip
+
+    def chain(
+        self,
+        p: _Person,
+        regions: list[str],
+        first: dict[str, str],
+        first_in: int,
+        last_day: int | None,
+        n: int,
+        permit: str,
+        *,
+        no_check_in: range = range(0),
+        min_nights: int = 1,
+    ) -> list[_Stay]:
+        """Up to ``n`` consecutive hotel stays, the first at ``first`` from ``first_in``, the last
+        checking out on day ``last_day`` (None: its check-out lies beyond the story). A stay's
+        check-out day is the next one's check-in day; none of those falls in ``no_check_in``."""
+        r = self.rng
+        first_day = self.day_index(first_in, _tz_of_establishment(first))
+        end_day = last_day if last_day is not None else first_day + r.randint(2, 10)
+        nights = max(end_day - first_day, 1)
+        allowed = [d for d in range(first_day + 1, first_day + nights) if d not in no_check_in]
+        cuts = sorted(r.sample(allowed, min(n - 1, len(allowed))))
+        bounds = [first_day, *cuts, first_day + nights]
+        while len(bounds) > 2 and max(b - a for a, b in itertools.pairwise(bounds)) < min_nights:
+            bounds.pop(r.randrange(1, len(bounds) - 1))  # at least one stay of min_nights
+        stays: list[_Stay] = []
+        check_in = first_in
+        est = first
+        for i in range(len(bounds) - 1):
+            if i:
+                region = regions[min(len(regions) - 1, i * len(regions) // (len(bounds) - 1))]
+                free = [h for h in _REGIONS[region].hotels if h not in p.used]
+                if not free:  # nowhere new to go: the previous stay lasts to the end
+                    prev = stays[-1]
+                    prev.check_out = None if last_day is None else self.checkout_time(end_day, prev.tz)
+                    prev.expected_out = self.day(end_day)
+                    break
+                est = _BY_ID[r.choice(free)]
+            p.used.add(est["establishment_id"])
+            tz = _tz_of_establishment(est)
+            out_day = bounds[i + 1]
+            last = i == len(bounds) - 2
+            check_out = None if last and last_day is None else self.checkout_time(out_day, tz)
+            stays.append(_Stay(est, check_in, check_out, self.day(out_day), permit=permit))
+            if check_out is None:
+                break
+            check_in = check_out + self.secs(2.5, 6) * SECOND
+        return stays
+
+    def trip(
+        self,
+        p: _Person,
+        *,
+        region: str,
+        a0: int,
+        permit: str,
+        dep_day: int | None,
+        n_stays: int,
+        hotels_until: int | None = None,
+        declare: bool = True,
+        tweak: Callable[[list[_Stay]], None] | None = None,
+        extension: tuple[int, int] | None = None,
+        no_check_in: range = range(0),
+        min_nights: int = 1,
+    ) -> tuple[int, date, list[_Stay]]:
+        """Arrive on day ``a0``, stay at ``n_stays`` hotels (the first one declared), leave on
+        ``dep_day`` (None: not within the story). With ``hotels_until`` the last hotel night ends
+        that day and the traveller lives at a private address afterwards."""
+        r = self.rng
+        reg = _REGIONS[region]
+        tz = _tz_of_checkpoint(reg.checkpoint)
+        last_hotel_day = hotels_until if hotels_until is not None else dep_day
+        free = [h for h in reg.hotels if h not in p.used]
+        first = None
+        if n_stays > 0 and free and (last_hotel_day is None or last_hotel_day > a0):
+            first = _BY_ID[r.choice(free)]
+        arrived = self.at(a0, self.secs(6, 21), tz)
+        until = self.day(a0) + timedelta(days=self.rules.stay_days[permit] - 1)
+        details: dict[str, Any] = {"permit_type": permit, "authorised_until": until.isoformat()}
+        if first is not None and declare:
+            details["declared_establishment_id"] = first["establishment_id"]
+        elif first is None:
+            details["declared_address"] = r.choice(_PRIVATE_ADDRESSES)
+        self.crossing(p, reg.checkpoint, "ARRIVAL", arrived, arrival=details)
+        stays: list[_Stay] = []
+        if first is not None:
+            first_in = min(arrived + self.secs(1, 4) * SECOND, self.at(a0, 23 * 3600 + 1800, tz))
+            regions = ["jakarta", "bali"] if region == "jakarta" and n_stays >= 2 and r.random() < 0.5 else [region]
+            stays = self.chain(
+                p,
+                regions,
+                first,
+                first_in,
+                last_hotel_day,
+                n_stays,
+                permit,
+                no_check_in=no_check_in,
+                min_nights=min_nights,
+            )
+        if tweak is not None:
+            tweak(stays)
+        if extension is not None:
+            occurred, reported = extension
+            on = [s for s in stays if s.check_in <= occurred and (s.check_out is None or s.check_out > occurred)]
+            office = on[0].est["office"] if on else reg.checkpoint["office"]
+            until = self.extend(p, office, until, occurred, reported)
+        for stay in stays:
+            self.emit_stay(p, stay)
+        if dep_day is not None:
+            if hotels_until is None and stays and stays[-1].check_out is not None:
+                last = stays[-1]
+                self.depart(p, _region_of(last.est), dep_day, last.check_out, arrived)
+            else:
+                self.depart(
+                    p, region, dep_day, stays[-1].check_out if stays and stays[-1].check_out else arrived, arrived
+                )
+        return arrived, until, stays
+
+    def depart(self, p: _Person, region: str, dep_day: int, after: int | None, arrived: int) -> int:
+        cp = _REGIONS[region].checkpoint
+        tz = _tz_of_checkpoint(cp)
+        if after is not None and self.day_index(after, tz) == dep_day:
+            occurred = min(after + self.secs(2, 7) * SECOND, self.at(dep_day, 21 * 3600 + 1800, tz))
+        else:
+            occurred = self.at(dep_day, self.secs(8, 21.5), tz)
+        deadline = arrived + 2 * self.rules.hotel_deadline_ms
+        if deadline - 15 * MINUTE <= occurred <= deadline + 5 * MINUTE:
+            occurred = deadline - self.secs(0.5, 1) * SECOND  # not across the report.missing deadline
+        assert after is None or occurred > after
+        self.crossing(p, cp, "DEPARTURE", occurred)
+        return occurred
+
+    # ------------------------------------------------------------ foreign scenarios
+
+    def foreigner(self, scenario: str) -> None:
+        if scenario == "itas_worker":
+            region, nationality = "jakarta", "CHN"
+        elif scenario == "frequent_visitor":
+            region, nationality = "batam", self.rng.choice(("SGP", "SGP", "MYS"))
+        else:
+            region = self.weighted(_REGION_WEIGHTS)
+            options = _REGIONS[region].nationalities
+            if scenario.startswith("voa_extension"):
+                options = tuple(o for o in options if o[0] not in _VISA_EXEMPT)
+            nationality = self.weighted(options)
+        p = self.person(nationality)
+        self.scenarios[p.key] = scenario
+        handler: Callable[[_Person, str], None] = getattr(self, "_f_" + scenario)
+        handler(p, region)
+
+    def permit_for(self, p: _Person, *, visitor_visa: bool = True) -> str:
+        if p.identity["nationality"] in _VISA_EXEMPT:
+            return "VISA_EXEMPT"
+        return "VISITOR_VISA" if visitor_visa and self.rng.random() < 0.15 else "VOA"
+
+    def _fallback(self, p: _Person, region: str) -> None:
+        self.scenarios[p.key] = "normal"
+        self._f_normal(p, region)
+
+    def _f_normal(self, p: _Person, region: str, *, last_week: bool = False) -> None:
+        r = self.rng
+        permit = self.permit_for(p)
+        lo, hi = _REGIONS[region].trip_days
+        length = self.rules.stay_days[permit] - r.randint(0, 8) if last_week else r.randint(lo, hi)
+        a0 = r.randrange(self.days)
+
+        def tweak(stays: list[_Stay]) -> None:
+            for s in stays:
+                if s.check_out is not None and s.check_out - s.check_in > DAY and r.random() < 0.06:
+                    s.correction = True
+
+        n = 1 if length <= 2 else r.choice((2, 2, 3, 3, 4))
+        self.trip(p, region=region, a0=a0, permit=permit, dep_day=a0 + length - 1, n_stays=n, tweak=tweak)
+
+    def _f_leaves_last_week(self, p: _Person, region: str) -> None:
+        self._f_normal(p, region, last_week=True)
+
+    def _f_private_address(self, p: _Person, region: str) -> None:
+        r = self.rng
+        lo, hi = _REGIONS[region].trip_days
+        a0 = r.randrange(self.days)
+        self.trip(p, region=region, a0=a0, permit=self.permit_for(p), dep_day=a0 + r.randint(lo, hi) - 1, n_stays=0)
+
+    def _f_frequent_visitor(self, p: _Person, region: str) -> None:
+        r = self.rng
+        a0 = r.randrange(max(1, self.days - 20))
+        back = a0 + r.randint(1, 3)
+        self.trip(p, region=region, a0=a0, permit="VISA_EXEMPT", dep_day=back, n_stays=1)
+        a1 = back + r.randint(5, 20)
+        self.trip(
+            p,
+            region=region,
+            a0=a1,
+            permit="VISA_EXEMPT",
+            dep_day=a1 + r.randint(1, 3),
+            n_stays=1,
+            declare=r.random() < 0.7,
+        )
+
+    def _overstay_start(self, stay: int, margin: int, escalate: str = "") -> tuple[int | None, bool]:
+        """An arrival day whose stay ends at least ``margin`` days before the horizon's last day;
+        once per ``escalate`` kind day 0, so that the overstay reaches escalate_at_days in time."""
+        if escalate and stay - 1 + self.rules.escalate_at_days <= self.days - 1:
+            flag = "_escalated_" + escalate
+            if not getattr(self, flag):
+                setattr(self, flag, True)
+                return 0, True
+        latest = self.days - 1 - stay - margin
+        return (self.rng.randint(0, latest), False) if latest >= 0 else (None, False)
+
+    def _f_overstay_stays(self, p: _Person, region: str) -> None:
+        r = self.rng
+        permit = self.permit_for(p, visitor_visa=False)
+        stay = self.rules.stay_days[permit]
+        a0, escalated = self._overstay_start(stay, 0, "stay")
+        if a0 is None:
+            return self._fallback(p, region)
+        if escalated:
+            self.scenarios[p.key] = "overstay_stays_escalated"
+        until = a0 + stay - 1
+        self.trip(
+            p,
+            region=region,
+            a0=a0,
+            permit=permit,
+            dep_day=None,
+            n_stays=r.choice((1, 2)),
+            hotels_until=max(a0 + 1, until - r.randint(3, 12)),
+        )
+        return None
+
+    def _f_overstay_located(self, p: _Person, region: str) -> None:
+        r = self.rng
+        permit = self.permit_for(p, visitor_visa=False)
+        stay = self.rules.stay_days[permit]
+        a0, _ = self._overstay_start(stay, 1)
+        if a0 is None:
+            return self._fallback(p, region)
+        until = a0 + stay - 1
+        self.trip(
+            p,
+            region=region,
+            a0=a0,
+            permit=permit,
+            dep_day=None,
+            n_stays=1,
+            hotels_until=max(a0 + 1, until - r.randint(3, 12)),
+        )
+        found = until + r.randint(1, min(20, self.days - 1 - until))
+        where = [h for reg in ("batam", "bali", "jakarta", "medan") for h in _REGIONS[reg].hotels if h not in p.used]
+        est = _BY_ID[r.choice(where)]
+        p.used.add(est["establishment_id"])
+        tz = _tz_of_establishment(est)
+        nights = r.randint(2, 8)
+        out = self.checkout_time(found + nights, tz)
+        self.emit_stay(
+            p, _Stay(est, self.at(found, self.secs(13, 21), tz), out, self.day(found + nights), permit=permit)
+        )
+        return None
+
+    def _f_overstay_exit(self, p: _Person, region: str) -> None:
+        r = self.rng
+        permit = self.permit_for(p, visitor_visa=False)
+        stay = self.rules.stay_days[permit]
+        over = r.randint(1, 25)
+        a0, escalated = self._overstay_start(stay, over, "exit")
+        if escalated:
+            over = self.rules.escalate_at_days
+            self.scenarios[p.key] = "overstay_exit_escalated"
+        if a0 is None:
+            over = 1
+            a0, _ = self._overstay_start(stay, over)
+        if a0 is None:
+            return self._fallback(p, region)
+        self.trip(p, region=region, a0=a0, permit=permit, dep_day=a0 + stay - 1 + over, n_stays=r.choice((1, 2, 3)))
+        return None
+
+    def _f_voa_extension(self, p: _Person, region: str, *, late: bool = False) -> None:
+        r = self.rng
+        stay = self.rules.stay_days["VOA"]
+        latest = self.days - 2 - stay - (6 if late else 0)
+        if latest < 0:
+            return self._fallback(p, region)
+        a0 = r.randint(0, latest)
+        until = a0 + stay - 1
+        tz = _tz_of_checkpoint(_REGIONS[region].checkpoint)
+        occurred = self.at(until - r.randint(1, 12), self.secs(8, 15), tz)
+        if late:  # typed in only days after the old permit ran out
+            reported_day = until + 1 + r.randint(0, 4)
+            reported = self.at(reported_day, self.secs(8, 16), tz) + r.randrange(1, 1000)
+            dep_day = reported_day + r.randint(2, stay - 6)
+            quiet = range(until + 1, reported_day + 1)
+        else:
+            reported = occurred + self.delay(60, 1800)
+            dep_day = until + r.randint(3, stay)
+            quiet = range(0)
+        self.trip(
+            p,
+            region=region,
+            a0=a0,
+            permit="VOA",
+            dep_day=dep_day,
+            n_stays=r.choice((1, 2, 3)),
+            extension=(occurred, reported),
+            no_check_in=quiet,
+        )
+        return None
+
+    def _f_voa_extension_late(self, p: _Person, region: str) -> None:
+        self._f_voa_extension(p, region, late=True)
+
+    def _f_hotel_late(self, p: _Person, region: str) -> None:
+        """One stay of five nights or more is reported a day or more late (after the 48 h
+        report.missing deadline too, when it is the declared hotel and late enough)."""
+        r = self.rng
+        a0 = r.randrange(self.days)
+
+        def tweak(stays: list[_Stay]) -> None:
+            _longest(stays).late_in = True
+
+        self.trip(
+            p,
+            region=region,
+            a0=a0,
+            permit=self.permit_for(p),
+            dep_day=a0 + r.randint(8, 16),
+            n_stays=r.choice((1, 1, 2, 3)),
+            tweak=tweak,
+            min_nights=5,
+        )
+
+    def _f_hotel_never_reports(self, p: _Person, region: str) -> None:
+        r = self.rng
+        a0 = r.randrange(self.days)
+        elsewhere = r.random() < 0.5
+
+        def tweak(stays: list[_Stay]) -> None:
+            others = [h for h in _REGIONS[region].hotels if h not in p.used]
+            if elsewhere and others:  # slept at another hotel, which reports; the declared one never sees them
+                stays[0].est = _BY_ID[r.choice(others)]
+                p.used.add(stays[0].est["establishment_id"])
+            else:
+                stays[0].reported = False
+
+        self.trip(
+            p,
+            region=region,
+            a0=a0,
+            permit=self.permit_for(p),
+            dep_day=a0 + r.randint(3, 11),
+            n_stays=r.choice((1, 2, 3)),
+            tweak=tweak,
+        )
+
+    def _f_missing_departs_early(self, p: _Person, region: str) -> None:
+        a0 = self.rng.randrange(self.days)
+
+        def tweak(stays: list[_Stay]) -> None:
+            for s in stays:
+                s.reported = False
+
+        self.trip(p, region=region, a0=a0, permit=self.permit_for(p), dep_day=a0 + 1, n_stays=1, tweak=tweak)
+
+    def _f_no_checkout(self, p: _Person, region: str) -> None:
+        r = self.rng
+        lo, hi = _REGIONS[region].trip_days
+        a0 = r.randrange(self.days)
+
+        def tweak(stays: list[_Stay]) -> None:
+            stays[-1].report_out = False
+
+        self.trip(
+            p,
+            region=region,
+            a0=a0,
+            permit=self.permit_for(p),
+            dep_day=a0 + r.randint(max(lo, 2), hi),
+            n_stays=r.choice((1, 2, 3)),
+            tweak=tweak,
+        )
+
+    def _f_stayed_past_expected(self, p: _Person, region: str) -> None:
+        """The last stay lasts 2-4 days longer than the check-in said, and nobody updates it."""
+        r = self.rng
+        a0 = r.randrange(self.days)
+
+        def tweak(stays: list[_Stay]) -> None:
+            last = _longest(stays)
+            assert last.check_out is not None
+            out = _local_date(last.check_out, last.tz)
+            k = min(r.randint(2, 4), (out - _local_date(last.check_in, last.tz)).days)
+            last.expected_out = out - timedelta(days=k)
+
+        self.trip(
+            p,
+            region=region,
+            a0=a0,
+            permit=self.permit_for(p),
+            dep_day=a0 + r.randint(8, 16),
+            n_stays=r.choice((1, 2, 3)),
+            tweak=tweak,
+            min_nights=4,
+        )
+
+    def _f_duplicate_cancelled(self, p: _Person, region: str) -> None:
+        r = self.rng
+        a0 = r.randrange(self.days)
+
+        def tweak(stays: list[_Stay]) -> None:
+            _longest(stays).duplicate = True
+
+        self.trip(
+            p,
+            region=region,
+            a0=a0,
+            permit=self.permit_for(p),
+            dep_day=a0 + r.randint(8, 16),
+            n_stays=r.choice((1, 2, 3)),
+            tweak=tweak,
+            min_nights=5,
+        )
+
+    def _f_itas_worker(self, p: _Person, region: str) -> None:
+        """A worker of the Mojokerto sponsor: arrives on an ITAS visa in Jakarta, lives at the company
+        mess; the office issues the ITAS (same end date) days later."""
+        r = self.rng
+        a0 = r.randrange(self.days)
+        reg = _REGIONS[region]
+        tz = _tz_of_checkpoint(reg.checkpoint)
+        until = self.day(a0) + timedelta(days=r.choice((179, 364)))
+        details = {
+            "permit_type": "ITAS",
+            "authorised_until": until.isoformat(),
+            "declared_establishment_id": MESS["establishment_id"],
+            "declared_address": f"Mess {SPONSOR['name']}, Ngoro, Mojokerto",
+        }
+        self.crossing(p, reg.checkpoint, "ARRIVAL", self.at(a0, self.secs(6, 21), tz), arrival=details)
+        p.used.add(MESS["establishment_id"])
+        self.emit_stay(p, _Stay(MESS, self.at(a0 + 1, self.secs(13, 20), WIB_H), None, until, permit="ITAS"))
+        issued = self.at(a0 + r.randint(3, 10), self.secs(8, 15), WIB_H)
+        body: Event = {
+            "event_id": self._id("prm"),
+            "occurred_at": "",
+            "reported_at": "",
+            "action": "GRANTED",
+            "permit_type": "ITAS",
+            "permit_number": f"ITAS-{until.year}-{r.randrange(100_000, 999_999)}",
+            "holder": dict(p.identity),
+            "valid_from": self.day(a0).isoformat(),
+            "valid_until": until.isoformat(),
+            "sponsor_id": SPONSOR["sponsor_id"],
+            "office": SPONSOR["office"],
+        }
+        self.emit("permit_update", body, issued, issued + self.delay(60, 1800), WIB_H)
+
+    # ------------------------------------------------------------ citizens
+
+    _CITIZEN_REGIONS = (("batam", 30), ("jakarta", 40), ("medan", 15), ("bali", 15))
+
+    def citizen(self, scenario: str) -> None:
+        p = self.person(CITIZEN)
+        self.scenarios[p.key] = scenario
+        handler: Callable[[_Person], None] = getattr(self, "_c_" + scenario)
+        handler(p)
+
+    def citizen_departure(self, p: _Person, region: str, day: int, journey: dict[str, Any]) -> None:
+        cp = _REGIONS[region].checkpoint
+        occurred = self.at(day, self.secs(8, 21.5), _tz_of_checkpoint(cp))
+        journey = {k: v for k, v in journey.items() if v is not None}
+        letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+        journey["booking_reference"] = "".join(self.rng.choice(letters) for _ in range(6))
+        self.crossing(p, cp, "DEPARTURE", occurred, departure=journey)
+
+    def citizen_return(self, p: _Person, region: str, day: int) -> None:
+        cp = _REGIONS[region].checkpoint
+        self.crossing(p, cp, "ARRIVAL", self.at(day, self.secs(6, 21.5), _tz_of_checkpoint(cp)))
+
+    def issued(self, day: int, age_days: int | None = None) -> str:
+        age = age_days if age_days is not None else self.rng.randrange(90, 3000)
+        return (self.day(day) - timedelta(days=age)).isoformat()
+
+    def _c_ordinary(self, p: _Person) -> None:
+        r = self.rng
+        if r.random() < 0.4:  # Batam and Medan residents popping over to Singapore or Malaysia
+            region = r.choice(("batam", "batam", "medan"))
+            day = r.randrange(max(1, self.days // 3))
+            passport = self.issued(day, r.randrange(200, 1500))
+            for _trip in range(r.randint(2, 4)):
+                dest, city = ("SGP", "Singapore") if region == "batam" and r.random() < 0.8 else ("MYS", "Johor Bahru")
+                if region == "medan":
+                    dest, city = "MYS", r.choice(("Kuala Lumpur", "George Town", "Melaka"))
+                hop = {
+                    "destination_country": dest,
+                    "destination_city": city,
+                    "return_ticket": True,
+                    "purpose": r.choice(("TOURISM", "FAMILY", "BUSINESS", "MEDICAL")),
+                    "passport_issued_on": passport,
+                    "onward_route": [],
+                }
+                self.citizen_departure(p, region, day, hop)
+                day += r.randint(1, 4)
+                self.citizen_return(p, region, day)
+                day += r.randint(5, 25)
+            return
+        region = self.weighted(self._CITIZEN_REGIONS)
+        day = r.randrange(self.days)
+        kind = r.random()
+        returns = True
+        journey: dict[str, Any]
+        if kind < 0.15:
+            journey = {
+                "destination_country": "SAU",
+                "destination_city": "Makkah",
+                "purpose": "PILGRIMAGE",
+                "return_ticket": True,
+            }
+        elif kind < 0.30:  # a migrant worker (PMI) with a placement record: one-way is normal for them
+            dest, city = r.choice(
+                (("TWN", "Taipei"), ("HKG", "Hong Kong"), ("KOR", "Ansan"), ("JPN", "Osaka"), ("MYS", "Kuala Lumpur"))
+            )
+            journey = {
+                "destination_country": dest,
+                "destination_city": city,
+                "purpose": "WORK",
+                "return_ticket": r.random() < 0.6,
+                "pmi_placement_id": f"PMI-{r.randrange(10**9, 10**10)}",
+            }
+            returns = False
+        elif kind < 0.40 and region == "medan":
+            journey = {
+                "destination_country": "MYS",
+                "destination_city": "George Town",
+                "purpose": "MEDICAL",
+                "return_ticket": True,
+            }
+        else:
+            dest, city = r.choice(
+                (
+                    ("SGP", "Singapore"),
+                    ("MYS", "Kuala Lumpur"),
+                    ("JPN", "Tokyo"),
+                    ("KOR", "Seoul"),
+                    ("AUS", "Perth"),
+                    ("THA", "Bangkok"),
+                    ("CHN", "Guangzhou"),
+                    ("NLD", "Amsterdam"),
+                )
+            )
+            journey = {
+                "destination_country": dest,
+                "destination_city": city,
+                "purpose": r.choice(("TOURISM", "TOURISM", "FAMILY", "BUSINESS", "STUDY")),
+                "return_ticket": r.choice((True, True, True, None)),
+            }
+        # a first passport now and then (2 points alone; never with a one-way ticket here)
+        new = r.random() < 0.12 and journey["return_ticket"] is not False
+        journey["passport_issued_on"] = self.issued(day, r.randint(3, 29) if new else None)
+        journey["onward_route"] = []
+        self.citizen_departure(p, region, day, journey)
+        if returns:
+            self.citizen_return(p, region, day + r.randint(3, 21))
+
+    def journey(self, day: int, name: str, passport: str | None = None) -> dict[str, Any]:
+        """Journeys of a known score (rules.toml weights: risk destination 3, one-way 2, new passport 2,
+        tourist with work signs 2, PMI without placement 3, moratorium 2; threshold 5)."""
+        r = self.rng
+        old = passport or self.issued(day)
+        new = self.issued(day, r.randint(2, 25))
+        placement = f"PMI-{r.randrange(10**9, 10**10)}"
+        profiles: dict[str, dict[str, Any]] = {
+            # ---- at or above the threshold
+            "scam_route": {
+                "destination_country": "KHM",
+                "destination_city": "Phnom Penh",
+                "onward_route": ["SGP", "MYS", "THA"],
+                "return_ticket": False,
+                "purpose": "TOURISM",
+                "passport_issued_on": new,
+                "job_offer_contact": True,
+            },  # 3+2+2+2 = 9
+            "khm_paid": {
+                "destination_country": "KHM",
+                "destination_city": "Sihanoukville",
+                "return_ticket": True,
+                "purpose": "TOURISM",
+                "passport_issued_on": old,
+                "employer_paid_travel": True,
+            },  # 3+2
+            "mmr_route": {
+                "destination_country": "THA",
+                "destination_city": "Mae Sot",
+                "onward_route": ["MYS", "THA", "MMR"],
+                "return_ticket": False,
+                "purpose": "TOURISM",
+                "passport_issued_on": old,
+            },  # 3+2
+            "lao_new": {
+                "destination_country": "LAO",
+                "destination_city": "Bokeo",
+                "onward_route": ["THA"],
+                "return_ticket": True,
+                "purpose": "BUSINESS",
+                "passport_issued_on": new,
+            },  # 3+2
+            "illegal_pmi": {
+                "destination_country": "MYS",
+                "destination_city": "Johor Bahru",
+                "return_ticket": False,
+                "purpose": "WORK",
+                "passport_issued_on": old,
+            },  # 3+2
+            "gulf_pmi": {
+                "destination_country": "SAU",
+                "destination_city": "Riyadh",
+                "return_ticket": True,
+                "purpose": "WORK",
+                "passport_issued_on": old,
+            },  # 3+2
+            "job_offer": {
+                "destination_country": "MYS",
+                "destination_city": "Kuala Lumpur",
+                "return_ticket": False,
+                "purpose": "TOURISM",
+                "passport_issued_on": new,
+                "job_offer_contact": True,
+                "employer_paid_travel": True,
+            },  # 2+2+2
+            "gulf_placed": {
+                "destination_country": "ARE",
+                "destination_city": "Dubai",
+                "return_ticket": False,
+                "purpose": "WORK",
+                "passport_issued_on": new,
+                "pmi_placement_id": placement,
+            },  # 2+2+2
+            "khm_30_days": {
+                "destination_country": "KHM",
+                "destination_city": "Phnom Penh",
+                "return_ticket": True,
+                "purpose": "TOURISM",
+                "passport_issued_on": self.issued(day, 30),
+            },  # 3+2
+            "khm_work": {
+                "destination_country": "KHM",
+                "destination_city": "Bavet",
+                "return_ticket": True,
+                "purpose": "WORK",
+                "passport_issued_on": old,
+            },  # 3+3
+            # ---- below it
+            "tha_offer": {
+                "destination_country": "THA",
+                "destination_city": "Bangkok",
+                "return_ticket": False,
+                "purpose": "TOURISM",
+                "passport_issued_on": old,
+                "job_offer_contact": True,
+            },  # 2+2
+            "khm_tourist": {
+                "destination_country": "KHM",
+                "destination_city": "Siem Reap",
+                "return_ticket": True,
+                "purpose": "TOURISM",
+                "passport_issued_on": old,
+            },  # 3
+            "sgp_new_one_way": {
+                "destination_country": "SGP",
+                "destination_city": "Singapore",
+                "return_ticket": False,
+                "purpose": "TOURISM",
+                "passport_issued_on": new,
+            },  # 2+2
+            "pmi_new_one_way": {
+                "destination_country": "TWN",
+                "destination_city": "Taichung",
+                "return_ticket": False,
+                "purpose": "WORK",
+                "passport_issued_on": new,
+                "pmi_placement_id": placement,
+            },  # 2+2
+            "khm_31_days": {
+                "destination_country": "KHM",
+                "destination_city": "Phnom Penh",
+                "return_ticket": True,
+                "purpose": "TOURISM",
+                "passport_issued_on": self.issued(day, 31),
+            },  # 3
+            "gulf_placed_one_way": {
+                "destination_country": "SAU",
+                "destination_city": "Jeddah",
+                "return_ticket": False,
+                "purpose": "WORK",
+                "passport_issued_on": old,
+                "pmi_placement_id": placement,
+            },  # 2+2
+            "pmi_return": {
+                "destination_country": "MYS",
+                "destination_city": "Kuching",
+                "return_ticket": True,
+                "purpose": "WORK",
+                "passport_issued_on": old,
+            },  # 3
+            "khm_not_asked": {
+                "destination_country": "KHM",
+                "destination_city": "Phnom Penh",
+                "return_ticket": None,
+                "purpose": "TOURISM",
+                "passport_issued_on": old,
+                "job_offer_contact": False,
+            },  # 3
+            "tha_one_way": {
+                "destination_country": "THA",
+                "destination_city": "Bangkok",
+                "return_ticket": False,
+                "purpose": "TOURISM",
+                "passport_issued_on": old,
+            },  # 2
+        }
+        journey = dict(profiles[name])
+        journey.setdefault("onward_route", [])
+        return journey
+
+    FIRING = (
+        "scam_route",
+        "khm_paid",
+        "mmr_route",
+        "lao_new",
+        "illegal_pmi",
+        "gulf_pmi",
+        "job_offer",
+        "gulf_placed",
+        "khm_30_days",
+        "khm_work",
+    )
+    BELOW = (
+        "tha_offer",
+        "khm_tourist",
+        "sgp_new_one_way",
+        "pmi_new_one_way",
+        "khm_31_days",
+        "gulf_placed_one_way",
+        "pmi_return",
+        "khm_not_asked",
+    )
+
+    def _next(self, names: tuple[str, ...]) -> str:
+        """Each profile in turn, so that every one occurs once the population is large enough."""
+        self._profiles[names] = self._profiles.get(names, -1) + 1
+        return names[self._profiles[names] % len(names)]
+
+    def _c_tppo_fires(self, p: _Person) -> None:
+        day = self.rng.randrange(self.days)
+        name = self._next(self.FIRING)
+        self.scenarios[p.key] = "tppo_fires:" + name
+        batam = name in ("scam_route", "illegal_pmi", "job_offer")
+        region = "batam" if batam else self.weighted(self._CITIZEN_REGIONS)
+        self.citizen_departure(p, region, day, self.journey(day, name))
+
+    def _c_tppo_near(self, p: _Person) -> None:
+        r = self.rng
+        day = r.randrange(self.days)
+        name = self._next(self.BELOW)
+        self.scenarios[p.key] = "tppo_near:" + name
+        region = self.weighted(self._CITIZEN_REGIONS)
+        self.citizen_departure(p, region, day, self.journey(day, name))
+        if r.random() < 0.5:
+            self.citizen_return(p, region, day + r.randint(4, 20))
+
+    def _c_tppo_repeat(self, p: _Person) -> None:
+        """Screened (or not) at Batam Centre, tries again days later with a weaker story (one-way: 2)."""
+        r = self.rng
+        variant = ("another_checkpoint", "same_checkpoint", "first_below")[self._repeats % 3]
+        self._repeats += 1
+        self.scenarios[p.key] = "tppo_repeat:" + variant
+        day = r.randrange(max(1, self.days - 12))
+        passport = self.issued(day)
+        first = "tha_offer" if variant == "first_below" else "khm_paid"
+        self.citizen_departure(p, "batam", day, self.journey(day, first, passport))
+        region = "batam" if variant == "same_checkpoint" else r.choice(("jakarta", "medan", "bali"))
+        again = day + r.randint(2, 10)
+        self.citizen_departure(p, region, again, self.journey(again, "tha_one_way", passport))
+
+    # ------------------------------------------------------------ the population
+
+    def run(self) -> None:
+        n = self.travellers
+        tags: list[tuple[str, str]] = []
+        for name, share in _CITIZEN_SCENARIOS:
+            tags += [("citizen", name)] * _quota(n, share)
+        tags += [("citizen", "ordinary")] * max(0, round(n * _CITIZEN_SHARE) - len(tags))
+        for name, share in _FOREIGN_SCENARIOS:
+            tags += [("foreigner", name)] * _quota(n, share)
+        tags += [("foreigner", "normal")] * max(0, n - len(tags))
+        tags = tags[:n]
+        self.rng.shuffle(tags)
+        for who, scenario in tags:
+            if who == "citizen":
+                self.citizen(scenario)
+            else:
+                self.foreigner(scenario)
+
+
+# ---------------------------------------------------------------- the truth: RULES.md, literally
+
+
+@dataclass
+class _E:
+    kind: str
+    eid: str
+    occ: int
+    rep: int
+    body: Event
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return self.rep, self.eid
+
+
+@dataclass(frozen=True)
+class _Facts:
+    in_country: bool
+    until: date | None
+    arrival_at: int | None
+
+
+@dataclass
+class _Label:
+    rule: str
+    subject: dict[str, str]
+    window: str
+    at: int
+    withdrawn_at: int | None = None
+
+    def as_truth(self) -> dict[str, Any]:
+        return {"rule_id": self.rule, "subject": dict(self.subject), "window": self.window}
+
+
+def _person_of(kind: str, body: Event) -> tuple[str, str]:
+    who = (
+        body["traveller"]
+        if kind == "border_crossing"
+        else body["guest"]
+        if kind == "hotel_guest_event"
+        else body["holder"]
+    )
+    return str(who["nationality"]).upper(), str(who["document_number"]).upper()
+
+
+class _Timeline:
+    """One person's events in processing order, and their facts as known at any instant."""
+
+    def __init__(self, person: tuple[str, str], events: list[_E], rules: Rules, end: int) -> None:
+        self.person = person
+        self.subject = {"nationality": person[0], "document_number": person[1]}
+        self.events = sorted(events, key=lambda e: e.order)
+        self.reps = [e.rep for e in self.events]
+        self.rules = rules
+        self.end = end
+        self.cancelled = {
+            e.body["corrects_event_id"]: e
+            for e in self.events
+            if e.kind == "hotel_guest_event" and e.body["action"] == "CANCEL"
+        }
+        self.states = self._states()
+        self.labels: list[_Label] = []
+        self.corrected: set[str] = set()
+
+    def _states(self) -> list[_Facts]:
+        crossings: list[_E] = []
+        permits: list[_E] = []
+        states = [_Facts(False, None, None)]
+        for e in self.events:
+            if e.kind == "border_crossing":
+                crossings.append(e)
+            elif e.kind == "permit_update":
+                permits.append(e)
+            if e.kind in ("border_crossing", "permit_update"):
+                states.append(self._facts(crossings, permits))
+            else:
+                states.append(states[-1])
+        return states
+
+    def _facts(self, crossings: list[_E], permits: list[_E]) -> _Facts:
+        if not crossings:
+            return _Facts(False, None, None)
+        latest = max(crossings, key=lambda c: (c.occ, c.eid))
+        in_country = latest.body["direction"] == "ARRIVAL"
+        arrivals = [c for c in crossings if c.body["direction"] == "ARRIVAL"]
+        if not arrivals or self.person[0] == CITIZEN:
+            return _Facts(in_country, None, None)
+        arrival = max(arrivals, key=lambda c: (c.occ, c.eid))
+        later = [p for p in permits if p.occ >= arrival.occ]
+        if later:
+            until = date.fromisoformat(max(later, key=lambda p: (p.occ, p.eid)).body["valid_until"])
+        else:
+            until = date.fromisoformat(arrival.body["arrival"]["authorised_until"])
+        return _Facts(in_country, until, arrival.occ)
+
+    def known(self, t: int) -> int:
+        """How many events are known when the watermark passes ``t`` (reported before it)."""
+        i = bisect_left(self.reps, t)
+        if i < len(self.reps) and self.reps[i] == t:
+            raise AmbiguousCase(f"{self.person}: event {self.events[i].eid} reported exactly at a deadline")
+        return i
+
+    def at(self, t: int) -> _Facts:
+        return self.states[self.known(t)]
+
+    def add(self, rule: str, window: str, at: int, subject: dict[str, str] | None = None) -> _Label:
+        label = _Label(rule, subject or self.subject, window, at)
+        self.labels.append(label)
+        return label
+
+    # ------------------------------------------------------------ rules
+
+    def evaluate(self) -> list[_Label]:
+        self._check_inputs()
+        if self.person[0] == CITIZEN:
+            self._tppo()
+        else:
+            self._overstay()
+            self._permit_expiring()
+            self._at_exit()
+            self._hotel_rules()
+            self._report_missing()
+        return self.labels
+
+    def _check_inputs(self) -> None:
+        crossings = [e for e in self.events if e.kind == "border_crossing"]
+        for a, b in itertools.pairwise(crossings):
+            if b.occ < a.occ:
+                raise AmbiguousCase(f"{self.person}: crossings reported out of order")
+        for c in crossings:
+            tz_h = int(c.body["occurred_at"][-6:-3])
+            if _local_date(c.occ, tz_h) != _local_date(c.occ):
+                raise AmbiguousCase(f"{self.person}: crossing {c.eid} on another local date than in WIB")
+        # A never shortened, never known only after it ended (or after its warning, if that is after the arrival)
+        for i, e in enumerate(self.events):
+            before, after = self.states[i], self.states[i + 1]
+            if after.until is None or after.until == before.until:
+                continue
+            if e.kind == "permit_update" and before.until is not None and after.until < before.until:
+                raise AmbiguousCase(f"{self.person}: permit {e.eid} shortens the stay")
+            if after.in_country and _midnight(after.until + timedelta(days=1)) <= e.rep:
+                raise AmbiguousCase(f"{self.person}: authorised stay known only after it ended ({e.eid})")
+            warn = _midnight(after.until - timedelta(days=self.rules.warn_before_days))
+            if after.in_country and after.arrival_at is not None and after.arrival_at < warn <= e.rep:
+                raise AmbiguousCase(f"{self.person}: authorised stay known only after its warning ({e.eid})")
+
+    def _candidates(self) -> list[date]:
+        return sorted({s.until for s in self.states if s.until is not None})
+
+    def _overstay(self) -> None:
+        for until in self._candidates():
+            t = _midnight(until + timedelta(days=1))
+            if t >= self.end:
+                continue
+            k = self.known(t)
+            facts = self.states[k]
+            if not (facts.in_country and facts.until == until):
+                continue
+            label = self.add("overstay", until.isoformat(), t)
+            for j in range(k, len(self.events)):
+                e = self.events[j]
+                new = self.states[j + 1].until
+                if e.kind == "permit_update" and new is not None and new > until:
+                    label.withdrawn_at = e.rep
+                    break
+
+    def _permit_expiring(self) -> None:
+        for until in self._candidates():
+            t = _midnight(until - timedelta(days=self.rules.warn_before_days))
+            if t >= self.end:
+                continue
+            facts = self.at(t)
+            if facts.in_country and facts.until == until and facts.arrival_at is not None and facts.arrival_at < t:
+                self.add("permit.expiring", until.isoformat(), t)
+
+    def _at_exit(self) -> None:
+        for i, e in enumerate(self.events):
+            if e.kind != "border_crossing" or e.body["direction"] != "DEPARTURE":
+                continue
+            until = self.states[i + 1].until
+            if until is not None and _local_date(e.occ) > until:
+                self.add("overstay.at_exit", e.eid, e.rep)
+
+    def _check_ins(self) -> list[tuple[int, _E]]:
+        return [
+            (i, e)
+            for i, e in enumerate(self.events)
+            if e.kind == "hotel_guest_event" and e.body["action"] == "CHECK_IN"
+        ]
+
+    def _hotel_rules(self) -> None:
+        rules = self.rules
+        hotel = [e for e in self.events if e.kind == "hotel_guest_event"]
+        for e in hotel:
+            action = e.body["action"]
+            if action == "CORRECTION":
+                self._check_correction(e)
+            if action == "CANCEL":
+                target = next((c for c in hotel if c.eid == e.body["corrects_event_id"]), None)
+                if target is None or target.body["action"] != "CHECK_IN" or target.rep >= e.rep:
+                    raise AmbiguousCase(f"{self.person}: CANCEL {e.eid} of no check-in known before it")
+        stays: dict[str, set[str]] = defaultdict(set)
+        for _, c in self._check_ins():
+            stays[c.body["establishment"]["establishment_id"]].add(c.body["check_in_date"])
+        if any(len(dates) > 1 for dates in stays.values()):
+            raise AmbiguousCase(f"{self.person}: two stays at one establishment")
+        for i, c in self._check_ins():
+            est = {"establishment_id": c.body["establishment"]["establishment_id"]}
+            delay = c.rep - c.occ
+            if delay == rules.hotel_deadline_ms:
+                raise AmbiguousCase(f"{self.person}: check-in {c.eid} reported exactly at the deadline")
+            if delay > rules.hotel_deadline_ms:
+                self.add("report.late", c.eid, c.rep, est)
+            facts = self.states[i + 1]
+            check_in_date = date.fromisoformat(c.body["check_in_date"])
+            if facts.in_country and facts.until is not None and check_in_date > facts.until:
+                self.add("overstay.located", c.eid, c.rep)
+            self._checkout_missing(c, est)
+            cancel = self.cancelled.get(c.eid)
+            if cancel is not None:  # what it raised is withdrawn; what it would raise later, never raised
+                mine = [label for label in self.labels if label.window == c.eid]
+                self.labels = [label for label in self.labels if label.window != c.eid or label.at < cancel.rep]
+                for label in mine:
+                    label.withdrawn_at = cancel.rep
+        if any(label.window in self.corrected for label in self.labels):
+            raise AmbiguousCase(f"{self.person}: a corrected check-in raises an alert")
+
+    def _check_correction(self, e: _E) -> None:
+        target = next((c for c in self.events if c.eid == e.body["corrects_event_id"]), None)
+        if target is None or target.body["action"] != "CHECK_IN":
+            raise AmbiguousCase(f"{self.person}: CORRECTION {e.eid} of no check-in")
+        same = {k: v for k, v in target.body.items() if k not in ("event_id", "reported_at", "action", "room")}
+        new = {
+            k: v
+            for k, v in e.body.items()
+            if k not in ("event_id", "reported_at", "action", "room", "corrects_event_id")
+        }
+        if same != new or e.rep - target.occ >= self.rules.hotel_deadline_ms:
+            raise AmbiguousCase(f"{self.person}: CORRECTION {e.eid} changes more than the room, or late")
+        self.corrected.add(target.eid)
+
+    def _checkout_missing(self, c: _E, est: dict[str, str]) -> None:
+        rules = self.rules
+        x = est["establishment_id"]
+        deadlines: list[int] = []
+        expected = c.body.get("expected_check_out_date")
+        if expected:
+            deadlines.append(_midnight(date.fromisoformat(expected) + timedelta(days=1)) + rules.checkout_grace_ms)
+        departures = [
+            e
+            for e in self.events
+            if e.kind == "border_crossing" and e.body["direction"] == "DEPARTURE" and e.occ > c.occ
+        ]
+        check_outs = [
+            e
+            for e in self.events
+            if e.kind == "hotel_guest_event"
+            and e.body["action"] == "CHECK_OUT"
+            and e.body["establishment"]["establishment_id"] == x
+            and e.occ >= c.occ
+        ]
+        if departures:
+            dep = min(departures, key=lambda d: (d.occ, d.eid))
+            if dep.rep < c.rep:
+                raise AmbiguousCase(f"{self.person}: departure {dep.eid} known before check-in {c.eid}")
+            lo, hi = dep.occ + rules.checkout_grace_ms, dep.rep + rules.checkout_grace_ms
+            if any(lo <= o.rep <= hi for o in check_outs):
+                raise AmbiguousCase(f"{self.person}: check-out around the departure deadline of {c.eid}")
+            deadlines.append(hi)
+        if not deadlines:
+            return
+        deadline = min(deadlines)
+        if deadline <= c.rep:
+            raise AmbiguousCase(f"{self.person}: check-out deadline of {c.eid} before it was reported")
+        if deadline >= self.end:
+            return
+        self.known(deadline)  # no report exactly at it
+        if not any(o.rep < deadline for o in check_outs):
+            self.add("report.checkout_missing", c.eid, deadline, est)
+
+    def _report_missing(self) -> None:
+        rules = self.rules
+        for a in self.events:
+            if a.kind != "border_crossing" or a.body["direction"] != "ARRIVAL":
+                continue
+            x = (a.body.get("arrival") or {}).get("declared_establishment_id")
+            if not x:
+                continue
+            t = a.occ + 2 * rules.hotel_deadline_ms
+            if t >= self.end:
+                continue
+            k = self.known(t)
+            known = self.events[:k]
+            at_x = [
+                e
+                for e in known
+                if e.kind == "hotel_guest_event"
+                and e.body["action"] == "CHECK_IN"
+                and e.body["establishment"]["establishment_id"] == x
+            ]
+            strict = [
+                e for e in at_x if e.occ >= a.occ and not (e.eid in self.cancelled and self.cancelled[e.eid].rep < t)
+            ]
+            if bool(at_x) != bool(strict):
+                raise AmbiguousCase(f"{self.person}: report.missing of {a.eid} hangs on a cancelled or old check-in")
+            for d in self.events:
+                if (
+                    d.kind == "border_crossing"
+                    and d.body["direction"] == "DEPARTURE"
+                    and d.occ > a.occ
+                    and d.occ < t <= d.rep
+                ):
+                    raise AmbiguousCase(f"{self.person}: departure {d.eid} straddles the deadline of {a.eid}")
+            departed = any(
+                e.kind == "border_crossing" and e.body["direction"] == "DEPARTURE" and e.occ > a.occ for e in known
+            )
+            if not at_x and not departed:
+                self.add("report.missing", a.eid, t, {"establishment_id": x})
+
+    def _tppo(self) -> None:
+        rules = self.rules
+        w = rules.weights
+        raised: list[_E] = []
+        for e in self.events:
+            if e.kind != "border_crossing" or e.body["direction"] != "DEPARTURE" or not e.body.get("departure"):
+                continue
+            j = e.body["departure"]
+            score = 0.0
+            route = [str(c).upper() for c in j.get("onward_route") or []]
+            if str(j["destination_country"]).upper() in rules.risk_countries or any(
+                c in rules.risk_countries for c in route
+            ):
+                score += w["risk_destination"]
+            if j.get("return_ticket") is False:
+                score += w["one_way"]
+            issued = j.get("passport_issued_on")
+            if issued:
+                age = (_local_date(e.occ) - date.fromisoformat(issued)).days
+                if age < 0:
+                    raise AmbiguousCase(f"{self.person}: passport issued after the departure {e.eid}")
+                if age <= rules.passport_new_days:
+                    score += w["new_passport"]
+            purpose = str(j.get("purpose") or "OTHER").upper()
+            if purpose == "TOURISM" and (j.get("job_offer_contact") is True or j.get("employer_paid_travel") is True):
+                score += w["tourist_with_work_signs"]
+            if purpose == "WORK" and not j.get("pmi_placement_id"):
+                score += w["pmi_without_placement"]
+            if purpose == "WORK" and str(j["destination_country"]).upper() in rules.moratorium_countries:
+                score += w["moratorium_destination"]
+            checkpoint = e.body["checkpoint"]["checkpoint_id"]
+            if any(r.body["checkpoint"]["checkpoint_id"] != checkpoint for r in raised):
+                score += w["previous_delay"]
+            if score >= rules.threshold:
+                raised.append(e)
+                self.add("tppo.screening", e.eid, e.rep)
+
+
+def _parse(events: list[dict[str, Any]]) -> dict[tuple[str, str], list[_E]]:
+    people: dict[tuple[str, str], list[_E]] = defaultdict(list)
+    for item in events:
+        kind, body = item["kind"], item["event"]
+        if kind not in ("border_crossing", "hotel_guest_event", "permit_update"):
+            continue
+        e = _E(
+            kind,
+            body["event_id"],
+            parse_timestamp_ms(body["occurred_at"]),
+            parse_timestamp_ms(body["reported_at"]),
+            body,
+        )
+        people[_person_of(kind, body)].append(e)
+    return people
+
+
+def _evaluate(events: list[dict[str, Any]], end: int, rules: Rules) -> list[_Label]:
+    labels: list[_Label] = []
+    for person, evs in sorted(_parse(events).items()):
+        labels += _Timeline(person, evs, rules, end).evaluate()
+    labels.sort(key=lambda lb: (lb.at, lb.rule, lb.window, json.dumps(lb.subject, sort_keys=True)))
+    return labels
+
+
+def ground_truth(
+    events: list[dict[str, Any]], end: datetime, rules: Rules | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(alerts standing at ``end``, alerts raised and withdrawn by then) for ``{"kind", "event"}`` items.
+
+    Raises :class:`AmbiguousCase` for input whose alerts RULES.md does not settle."""
+    labels = _evaluate(events, int(end.timestamp() * 1000), rules or load_rules())
+    truth = [lb.as_truth() for lb in labels if lb.withdrawn_at is None]
+    withdrawn = [lb.as_truth() for lb in labels if lb.withdrawn_at is not None]
+    return truth, withdrawn
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def simulate(days: int, travellers: int, seed: int, start: date, *, rules: Rules | None = None) -> Simulation:
+    """``travellers`` people over ``days`` days from ``start`` (00:00 WIB); see the module doc."""
+    if days < 1 or travellers < 0:
+        raise ValueError("days must be at least 1 and travellers not negative")
+    rules = rules or load_rules()
+    gen = _Generator(days, travellers, seed, start, rules)
+    gen.run()
+    cutoff = gen.end - 10 * MINUTE
+    kept = sorted((row for row in gen.out if row[0] < cutoff), key=lambda row: (row[0], row[1]))
+    events = [{"kind": kind, "event": body} for _, _, kind, body in kept]
+    end = datetime.fromtimestamp(gen.end / 1000, tz=UTC)
+    truth, withdrawn = ground_truth(events, end, rules)
+    return Simulation(events, truth, end, rules.version, withdrawn, dict(gen.scenarios))

@@ -1,0 +1,604 @@
+"""The simulator: valid gateway JSON, deterministic, in replay order, and a ground truth that follows
+streams/detect/RULES.md (checked on whole simulations, on hand-made timelines and by recomputing
+some rules independently)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.simulator import AmbiguousCase, Simulation, ground_truth, load_rules, simulate
+from schemas.validation import Validator, parse_timestamp_ms
+
+START = date(2026, 1, 5)
+FAR_FUTURE_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
+SKEW_MS = 5 * 60 * 1000
+RULES_MD = Path(__file__).resolve().parents[2] / "streams" / "detect" / "RULES.md"
+WIB_OFFSET_MS = 7 * 3_600_000
+DAY_MS = 86_400_000
+Event = dict[str, Any]
+
+
+@cache
+def sim(days: int = 90, travellers: int = 500, seed: int = 1) -> Simulation:
+    return simulate(days=days, travellers=travellers, seed=seed, start=START)
+
+
+@cache
+def validator(kind: str) -> Validator:
+    return Validator(kind)
+
+
+def ms(text: str) -> int:
+    return parse_timestamp_ms(text)
+
+
+def wib_date(millis: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=(millis + WIB_OFFSET_MS) // DAY_MS)
+
+
+def wib_midnight(day: date) -> int:
+    return (day - date(1970, 1, 1)).days * DAY_MS - WIB_OFFSET_MS
+
+
+def who(event: Event) -> tuple[str, str]:
+    ident = event.get("traveller") or event.get("guest") or event.get("holder")
+    assert ident is not None
+    return ident["nationality"], ident["document_number"]
+
+
+def by_person(s: Simulation) -> dict[tuple[str, str], list[Event]]:
+    people: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    for item in s.events:
+        people[who(item["event"])].append(item["event"])
+    return people
+
+
+def people_in(s: Simulation, scenario: str) -> list[tuple[str, str]]:
+    out = []
+    for key, name in s.scenarios.items():
+        if name == scenario or name.startswith(scenario + ":"):
+            nat, doc = key.split(":")
+            out.append((nat, doc))
+    return out
+
+
+def labels_of(s: Simulation, person: tuple[str, str]) -> list[dict[str, Any]]:
+    events = {e["event_id"] for e in by_person(s)[person]}
+    subject = {"nationality": person[0], "document_number": person[1]}
+    return [t for t in s.truth if t["subject"] == subject or t["window"] in events]
+
+
+def rule_ids_in_rules_md() -> set[str]:
+    text = RULES_MD.read_text()
+    rules_part = text.split("## Rules", 1)[1].split("\n## ", 1)[0]
+    ids = set(re.findall(r"^- \*\*([a-z_.]+)\*\*:", rules_part, flags=re.MULTILINE))
+    later = text.split("## Not yet evaluated", 1)[1] if "## Not yet evaluated" in text else ""
+    return ids - set(re.findall(r"`([a-z_.]+)`", later))
+
+
+# ---------------------------------------------------------------- the events
+
+
+def test_every_event_passes_the_gateway_validation() -> None:
+    s = sim()
+    for item in s.events:
+        event = item["event"]
+        result = validator(item["kind"])(event, now_ms=FAR_FUTURE_MS, max_skew_ms=SKEW_MS, trusted_clock=True)
+        assert result.problems == [], (event["event_id"], result.problems)
+        assert result.record is not None
+        assert result.record["reported_at"] == ms(event["reported_at"])
+        assert result.record["event_id"] == event["event_id"]
+
+
+def test_events_are_in_replay_order_with_unique_ids() -> None:
+    events = [item["event"] for item in sim().events]
+    keys = [(ms(e["reported_at"]), e["event_id"]) for e in events]
+    assert keys == sorted(keys)
+    assert len({e["event_id"] for e in events}) == len(events)
+
+
+def test_reported_after_it_happened_with_a_small_delay_except_late_reports() -> None:
+    s = sim()
+    delays: Counter[str] = Counter()
+    for item in s.events:
+        e = item["event"]
+        delay = ms(e["reported_at"]) - ms(e["occurred_at"])
+        assert delay > 0
+        if item["kind"] == "border_crossing":
+            assert delay <= 3 * 60 * 1000
+        if item["kind"] == "hotel_guest_event" and e["action"] == "CHECK_IN":
+            delays["late" if delay > 24 * 3_600_000 else "on time"] += 1
+    assert delays["on time"] > 10 * delays["late"] > 0
+
+
+def test_every_event_lies_inside_the_horizon() -> None:
+    s = sim()
+    start_ms = wib_midnight(START)
+    end_ms = int(s.end.timestamp() * 1000)
+    assert s.end == datetime(2026, 4, 4, 16, 0, tzinfo=UTC)  # 2026-04-04 23:00 WIB, the 90th day
+    for item in s.events:
+        e = item["event"]
+        assert start_ms <= ms(e["occurred_at"]) < ms(e["reported_at"]) < end_ms - 10 * 60 * 1000
+
+
+def test_population_size_and_mix() -> None:
+    s = sim()
+    people = by_person(s)
+    assert len(people) == len(s.scenarios) == 500
+    assert 4.5 <= len(s.events) / 500 <= 10
+    kinds = Counter(item["kind"] for item in s.events)
+    assert set(kinds) == {"border_crossing", "hotel_guest_event", "permit_update"}
+    checkpoints = {item["event"]["checkpoint"]["checkpoint_id"] for item in s.events if "checkpoint" in item["event"]}
+    assert checkpoints == {"TPI-BATAM-CENTRE", "TPI-SOEKARNO-HATTA", "TPI-NGURAH-RAI", "TPI-KUALANAMU"}
+    offices = {item["event"]["establishment"]["office"] for item in s.events if "establishment" in item["event"]}
+    assert {"KANIM-BATAM", "KANIM-NGURAH-RAI", "KANIM-JAKARTA-PUSAT", "KANIM-MALANG"} <= offices
+    permits = Counter(
+        item["event"]["arrival"]["permit_type"] for item in s.events if item["event"].get("arrival") is not None
+    )
+    assert {"VISA_EXEMPT", "VOA", "VISITOR_VISA", "ITAS"} <= set(permits)
+    actions = Counter(item["event"]["action"] for item in s.events if item["kind"] == "hotel_guest_event")
+    assert actions["CHECK_IN"] > actions["CHECK_OUT"] > 0 and actions["CANCEL"] > 0 and actions["CORRECTION"] > 0
+
+
+def test_arrival_authorised_until_follows_the_stay_table() -> None:
+    stay = load_rules().stay_days
+    for item in sim().events:
+        arrival = item["event"].get("arrival")
+        if arrival is None or arrival["permit_type"] not in stay:
+            continue
+        arrived = date.fromisoformat(item["event"]["occurred_at"][:10])
+        assert date.fromisoformat(arrival["authorised_until"]) == arrived + timedelta(
+            days=stay[arrival["permit_type"]] - 1
+        )
+
+
+def test_bali_sources_use_wita_and_crossings_keep_clear_of_midnight() -> None:
+    for item in sim().events:
+        e = item["event"]
+        place = e.get("checkpoint", {}).get("checkpoint_id") or e.get("establishment", {}).get("region")
+        if place in ("TPI-NGURAH-RAI", "Kabupaten Badung", "Kabupaten Gianyar"):
+            assert e["occurred_at"].endswith("+08:00")
+        if item["kind"] == "border_crossing":
+            assert 2 <= int(e["occurred_at"][11:13]) < 22
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_output_and_another_seed_differs() -> None:
+    a = simulate(days=20, travellers=60, seed=7, start=START)
+    b = simulate(days=20, travellers=60, seed=7, start=START)
+    c = simulate(days=20, travellers=60, seed=8, start=START)
+    assert json.dumps(a.events) == json.dumps(b.events)
+    assert a.truth == b.truth and a.withdrawn == b.withdrawn
+    assert json.dumps(a.events) != json.dumps(c.events)
+
+
+def test_write_gives_json_lines(tmp_path: Path) -> None:
+    s = simulate(days=10, travellers=30, seed=3, start=START)
+    s.write(tmp_path / "events.jsonl", tmp_path / "truth.jsonl")
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
+    assert events == s.events
+    assert truth == s.truth
+
+
+@pytest.mark.parametrize(("days", "travellers", "seed"), [(1, 10, 0), (3, 5, 1), (30, 120, 2), (61, 200, 3)])
+def test_small_and_odd_sizes_work(days: int, travellers: int, seed: int) -> None:
+    s = simulate(days=days, travellers=travellers, seed=seed, start=START)
+    assert len(s.scenarios) == travellers
+    assert all(t["rule_id"] for t in s.truth)
+
+
+def test_fast_enough() -> None:
+    started = time.perf_counter()
+    simulate(days=90, travellers=500, seed=11, start=START)
+    assert time.perf_counter() - started < 5
+
+
+# ---------------------------------------------------------------- the truth, as a whole
+
+
+def test_every_evaluated_rule_of_rules_md_has_labels() -> None:
+    expected = rule_ids_in_rules_md()
+    assert {"overstay", "tppo.screening", "report.checkout_missing"} <= expected
+    assert "establishment.silent" not in expected
+    counts = Counter(t["rule_id"] for t in sim().truth)
+    assert expected <= set(counts), expected - set(counts)
+    assert set(counts) <= expected
+
+
+def test_truth_labels_are_unique_and_refer_to_existing_events() -> None:
+    s = sim()
+    events = {item["event"]["event_id"]: item["event"] for item in s.events}
+    people = by_person(s)
+    seen = set()
+    for t in s.truth:
+        key = json.dumps(t, sort_keys=True)
+        assert key not in seen
+        seen.add(key)
+        assert set(t) == {"rule_id", "subject", "window"}
+        if t["rule_id"] in ("overstay", "permit.expiring"):
+            person = (t["subject"]["nationality"], t["subject"]["document_number"])
+            untils = {e["arrival"]["authorised_until"] for e in people[person] if e.get("arrival")}
+            untils |= {e["valid_until"] for e in people[person] if "valid_until" in e}
+            assert t["window"] in untils
+            continue
+        event = events[t["window"]]
+        if "document_number" in t["subject"]:
+            assert who(event) == (t["subject"]["nationality"], t["subject"]["document_number"])
+        elif t["rule_id"] == "report.missing":
+            assert event["arrival"]["declared_establishment_id"] == t["subject"]["establishment_id"]
+        else:
+            assert event["establishment"]["establishment_id"] == t["subject"]["establishment_id"]
+
+
+def test_truth_is_the_reference_evaluation_of_the_events() -> None:
+    s = sim()
+    truth, withdrawn = ground_truth(s.events, s.end)
+    assert truth == s.truth and withdrawn == s.withdrawn
+
+
+def test_many_seeds_produce_no_ambiguous_case() -> None:
+    for seed in range(2, 8):
+        s = simulate(days=90, travellers=500, seed=seed, start=START)
+        assert set(Counter(t["rule_id"] for t in s.truth)) == rule_ids_in_rules_md()
+
+
+# ---------------------------------------------------------------- hand-checked scenario properties
+
+
+def test_an_overstay_has_no_departure_and_no_extension_before_it() -> None:
+    s = sim()
+    people = by_person(s)
+    overstays = [t for t in s.truth if t["rule_id"] == "overstay"]
+    assert len(overstays) >= 10
+    for t in overstays:
+        until = date.fromisoformat(t["window"])
+        begins = wib_midnight(until + timedelta(days=1))
+        events = people[(t["subject"]["nationality"], t["subject"]["document_number"])]
+        arrival = max(
+            (e for e in events if e.get("direction") == "ARRIVAL" and ms(e["occurred_at"]) < begins),
+            key=lambda e: ms(e["occurred_at"]),
+        )
+        assert arrival["arrival"]["authorised_until"] == t["window"] or any(
+            e.get("valid_until") == t["window"] for e in events
+        )
+        assert not any(
+            e.get("direction") == "DEPARTURE" and ms(arrival["occurred_at"]) < ms(e["occurred_at"]) < begins
+            for e in events
+        )
+        assert not any(e.get("valid_until", "") > t["window"] for e in events)
+
+
+def test_an_overstay_reaches_the_escalation_within_ninety_days() -> None:
+    s = sim()
+    escalate = load_rules().escalate_at_days
+    last_day = START + timedelta(days=89)
+    assert any(
+        t["rule_id"] == "overstay" and (last_day - date.fromisoformat(t["window"])).days >= escalate for t in s.truth
+    )
+    events = {item["event"]["event_id"]: item["event"] for item in s.events}
+    people = by_person(s)
+    exits = []
+    for t in s.truth:
+        if t["rule_id"] != "overstay.at_exit":
+            continue
+        departure = events[t["window"]]
+        person = people[who(departure)]
+        arrival = max(
+            (e for e in person if e.get("direction") == "ARRIVAL" and e["occurred_at"] < departure["occurred_at"]),
+            key=lambda e: ms(e["occurred_at"]),
+        )
+        over = (
+            wib_date(ms(departure["occurred_at"])) - date.fromisoformat(arrival["arrival"]["authorised_until"])
+        ).days
+        assert over >= 1
+        exits.append(over)
+    assert max(exits) >= escalate
+
+
+def test_every_overstayer_leaving_late_is_caught_at_exit_and_overstays() -> None:
+    s = sim()
+    for person in people_in(s, "overstay_exit"):
+        rules = Counter(t["rule_id"] for t in labels_of(s, person))
+        assert rules["overstay.at_exit"] == 1 and rules["overstay"] == 1 and rules["permit.expiring"] == 1
+
+
+def test_overstayers_located_at_a_hotel() -> None:
+    s = sim()
+    located = people_in(s, "overstay_located")
+    assert located
+    for person in located:
+        rules = Counter(t["rule_id"] for t in labels_of(s, person))
+        assert rules == Counter({"overstay": 1, "overstay.located": 1, "permit.expiring": 1})
+
+
+def test_a_voa_extension_on_time_prevents_the_overstay() -> None:
+    s = sim()
+    for person in people_in(s, "voa_extension"):
+        assert not [t for t in labels_of(s, person) if t["rule_id"].startswith("overstay")]
+
+
+def test_a_late_reported_extension_withdraws_the_overstay() -> None:
+    s = sim()
+    late = people_in(s, "voa_extension_late")
+    assert late
+    for person in late:
+        subject = {"nationality": person[0], "document_number": person[1]}
+        withdrawn = [w for w in s.withdrawn if w["subject"] == subject]
+        assert [w["rule_id"] for w in withdrawn] == ["overstay"]
+        assert withdrawn[0] not in s.truth
+        expiring = [t for t in labels_of(s, person) if t["rule_id"] == "permit.expiring"]
+        assert {"window": withdrawn[0]["window"], "rule_id": "permit.expiring", "subject": subject} in expiring
+        assert not [t for t in labels_of(s, person) if t["rule_id"].startswith("overstay")]
+
+
+def test_permit_expiring_recomputed_for_travellers_without_permit_updates() -> None:
+    """Independently: in the country at A - 7 days 00:00 WIB (one trip, A from the arrival)."""
+    s = sim()
+    end_ms = int(s.end.timestamp() * 1000)
+    warn = load_rules().warn_before_days
+    checked = 0
+    for person, events in by_person(s).items():
+        crossings = [e for e in events if "direction" in e]
+        if person[0] == "IDN" or any("valid_until" in e for e in events) or len(crossings) > 2:
+            continue
+        arrival = crossings[0]
+        until = date.fromisoformat(arrival["arrival"]["authorised_until"])
+        moment = wib_midnight(until - timedelta(days=warn))
+        left = [ms(e["occurred_at"]) for e in crossings[1:]]
+        expected = ms(arrival["occurred_at"]) < moment < end_ms and not (left and left[0] < moment)
+        label = {
+            "rule_id": "permit.expiring",
+            "subject": dict(zip(("nationality", "document_number"), person, strict=True)),
+            "window": until.isoformat(),
+        }
+        assert (label in s.truth) == expected, person
+        checked += 1
+    assert checked > 300
+
+
+def test_report_late_exactly_when_a_check_in_comes_more_than_a_day_late_and_stays() -> None:
+    s = sim()
+    cancelled = {e["event"]["corrects_event_id"] for e in s.events if e["event"].get("action") == "CANCEL"}
+    late = set()
+    for item in s.events:
+        e = item["event"]
+        delay = ms(e["reported_at"]) - ms(e["occurred_at"])
+        if e.get("action") == "CHECK_IN" and delay > 24 * 3_600_000 and e["event_id"] not in cancelled:
+            late.add(e["event_id"])
+    assert late == {t["window"] for t in s.truth if t["rule_id"] == "report.late"}
+    assert cancelled
+    assert {w["window"] for w in s.withdrawn if w["rule_id"] == "report.late"} == cancelled
+    assert not cancelled & {t["window"] for t in s.truth}
+
+
+def test_report_missing_only_when_the_declared_hotel_is_silent_and_the_traveller_stays() -> None:
+    s = sim()
+    for person in people_in(s, "missing_departs_early"):
+        assert not [t for t in labels_of(s, person) if t["rule_id"] == "report.missing"]
+    never = people_in(s, "hotel_never_reports")
+    end_ms = int(s.end.timestamp() * 1000)
+    people = by_person(s)
+    for person in never:
+        arrival = people[person][0]
+        if ms(arrival["occurred_at"]) + 48 * 3_600_000 < end_ms:
+            windows = [t["window"] for t in labels_of(s, person) if t["rule_id"] == "report.missing"]
+            assert windows == [arrival["event_id"]]
+    for t in s.truth:
+        if t["rule_id"] == "report.missing":
+            assert t["subject"]["establishment_id"].startswith("EST-")
+
+
+def test_checkout_missing_for_silent_check_outs_and_long_stays() -> None:
+    s = sim()
+    for scenario in ("no_checkout", "stayed_past_expected"):
+        with_label = [
+            p for p in people_in(s, scenario) if any(t["rule_id"] == "report.checkout_missing" for t in labels_of(s, p))
+        ]
+        assert len(with_label) >= len(people_in(s, scenario)) // 2
+    for person in people_in(s, "normal"):
+        assert not [t for t in labels_of(s, person) if t["rule_id"] != "permit.expiring"], person
+
+
+def test_tppo_screening_follows_the_profiles() -> None:
+    s = sim()
+    for person in people_in(s, "tppo_fires"):
+        assert [t["rule_id"] for t in labels_of(s, person)] == ["tppo.screening"]
+    for person in people_in(s, "tppo_near"):
+        assert labels_of(s, person) == []
+    for person in people_in(s, "ordinary"):
+        assert labels_of(s, person) == []
+    expected = {"another_checkpoint": 2, "same_checkpoint": 1, "first_below": 0}
+    seen = set()
+    for person in people_in(s, "tppo_repeat"):
+        variant = s.scenarios[":".join(person)].split(":")[1]
+        seen.add(variant)
+        assert len(labels_of(s, person)) == expected[variant]
+    assert seen == set(expected)
+    assert {s.scenarios[":".join(p)] for p in people_in(s, "tppo_near")} >= {"tppo_near:khm_31_days"}
+    assert "tppo_fires:khm_30_days" in set(s.scenarios.values())
+
+
+# ---------------------------------------------------------------- the reference on hand-made timelines
+
+
+def _t(day: str, hh: int, mm: int = 0) -> str:
+    return f"{day}T{hh:02d}:{mm:02d}:00+07:00"
+
+
+def _person() -> dict[str, str]:
+    return {
+        "nationality": "AUS",
+        "document_type": "PASSPORT",
+        "document_number": "PA1234567",
+        "given_names": "Mia",
+        "surname": "Brown",
+    }
+
+
+def _crossing(eid: str, at: str, direction: str, until: str | None = None, rep: str | None = None) -> Event:
+    event: Event = {
+        "event_id": eid,
+        "occurred_at": at,
+        "reported_at": rep or at,
+        "direction": direction,
+        "checkpoint": {
+            "checkpoint_id": "TPI-BATAM-CENTRE",
+            "name": "Batam Centre",
+            "kind": "SEAPORT",
+            "office": "KANIM-BATAM",
+        },
+        "traveller": _person(),
+    }
+    if until is not None:
+        event["arrival"] = {
+            "permit_type": "VOA",
+            "authorised_until": until,
+            "declared_establishment_id": "EST-BTM-0001",
+        }
+    return {"kind": "border_crossing", "event": event}
+
+
+def _check_in(
+    eid: str,
+    at: str,
+    rep: str,
+    day: str,
+    expected: str,
+    action: str = "CHECK_IN",
+    corrects: str | None = None,
+    room: str = "101",
+) -> Event:
+    event: Event = {
+        "event_id": eid,
+        "occurred_at": at,
+        "reported_at": rep,
+        "action": action,
+        "establishment": {
+            "establishment_id": "EST-BTM-0001",
+            "name": "Hotel Harmoni One",
+            "region": "Kota Batam",
+            "office": "KANIM-BATAM",
+        },
+        "guest": _person(),
+        "room": room,
+        "check_in_date": day,
+        "expected_check_out_date": expected,
+    }
+    if corrects:
+        event["corrects_event_id"] = corrects
+    return {"kind": "hotel_guest_event", "event": event}
+
+
+def _extension(eid: str, at: str, rep: str, until: str) -> Event:
+    return {
+        "kind": "permit_update",
+        "event": {
+            "event_id": eid,
+            "occurred_at": at,
+            "reported_at": rep,
+            "action": "EXTENDED",
+            "permit_type": "VOA",
+            "holder": _person(),
+            "valid_until": until,
+            "office": "KANIM-BATAM",
+        },
+    }
+
+
+def _rules_of(truth: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((t["rule_id"], t["window"]) for t in truth)
+
+
+END = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def test_reference_overstay_exit_and_warning() -> None:
+    events = [
+        _crossing("a1", _t("2026-01-05", 10), "ARRIVAL", "2026-02-03", rep=_t("2026-01-05", 10, 1)),
+        _check_in("c1", _t("2026-01-05", 13), _t("2026-01-05", 14), "2026-01-05", "2026-01-08"),
+        _check_in("o1", _t("2026-01-08", 9), _t("2026-01-08", 10), "2026-01-05", "2026-01-08", action="CHECK_OUT"),
+        _crossing("d1", _t("2026-02-05", 10), "DEPARTURE", rep=_t("2026-02-05", 10, 1)),
+    ]
+    events[2]["event"]["check_out_date"] = "2026-01-08"
+    truth, withdrawn = ground_truth(events, END)
+    assert _rules_of(truth) == [
+        ("overstay", "2026-02-03"),
+        ("overstay.at_exit", "d1"),
+        ("permit.expiring", "2026-02-03"),
+    ]
+    assert withdrawn == []
+
+
+def test_reference_leaving_on_the_last_day_and_in_the_last_week() -> None:
+    arrive = _crossing("a1", _t("2026-01-05", 10), "ARRIVAL", "2026-02-03", rep=_t("2026-01-05", 10, 1))
+    on_last_day = [arrive, _crossing("d1", _t("2026-02-03", 20), "DEPARTURE", rep=_t("2026-02-03", 20, 1))]
+    assert _rules_of(ground_truth(on_last_day, END)[0])[0] == ("permit.expiring", "2026-02-03")
+    assert len(ground_truth(on_last_day, END)[0]) == 1 + 1  # the check-in never came: report.missing too
+    day_before_warning = [arrive, _crossing("d1", _t("2026-01-26", 20), "DEPARTURE", rep=_t("2026-01-26", 20, 1))]
+    assert [t["rule_id"] for t in ground_truth(day_before_warning, END)[0]] == ["report.missing"]
+    on_warning_day = [arrive, _crossing("d1", _t("2026-01-27", 8), "DEPARTURE", rep=_t("2026-01-27", 8, 1))]
+    assert "permit.expiring" in [t["rule_id"] for t in ground_truth(on_warning_day, END)[0]]
+
+
+def test_reference_late_extension_is_withdrawn_and_on_time_prevents() -> None:
+    base = [
+        _crossing("a1", _t("2026-01-05", 10), "ARRIVAL", "2026-02-03", rep=_t("2026-01-05", 10, 1)),
+        _check_in("c1", _t("2026-01-05", 13), _t("2026-01-05", 14), "2026-01-05", "2026-03-01"),
+    ]
+    late = [*base, _extension("p1", _t("2026-01-30", 10), _t("2026-02-06", 10), "2026-03-05")]
+    truth, withdrawn = ground_truth(late, END)
+    assert ("overstay", "2026-02-03") in _rules_of(withdrawn)
+    assert ("overstay", "2026-02-03") not in _rules_of(truth)
+    assert ("permit.expiring", "2026-02-03") in _rules_of(truth)
+    assert ("overstay", "2026-03-05") in _rules_of(truth)  # never left: the new A ran out too
+    on_time = [*base, _extension("p1", _t("2026-01-20", 10), _t("2026-01-20", 10, 5), "2026-03-05")]
+    truth, withdrawn = ground_truth(on_time, END)
+    assert ("permit.expiring", "2026-02-03") not in _rules_of(truth)
+    assert ("overstay", "2026-02-03") not in _rules_of(truth + withdrawn)
+
+
+def test_reference_report_rules() -> None:
+    arrive = _crossing("a1", _t("2026-01-05", 10), "ARRIVAL", "2026-02-03", rep=_t("2026-01-05", 10, 1))
+    leave = _crossing("d1", _t("2026-01-12", 15), "DEPARTURE", rep=_t("2026-01-12", 15, 1))
+    late = _check_in("c1", _t("2026-01-05", 13), _t("2026-01-06", 13, 1), "2026-01-05", "2026-01-12")
+    truth, _ = ground_truth([arrive, late, leave], END)
+    # 24 h 1 min late, but known before the 48 h deadline; no check-out before departure + 24 h
+    assert _rules_of(truth) == [("report.checkout_missing", "c1"), ("report.late", "c1")]
+    very_late = _check_in("c1", _t("2026-01-05", 13), _t("2026-01-07", 11), "2026-01-05", "2026-01-12")
+    assert ("report.missing", "a1") in _rules_of(ground_truth([arrive, very_late, leave], END)[0])
+    cancel = _check_in(
+        "x1", _t("2026-01-05", 13), _t("2026-01-07", 18), "2026-01-05", "2026-01-12", action="CANCEL", corrects="c1"
+    )
+    truth, withdrawn = ground_truth([arrive, late, cancel, leave], END)
+    assert _rules_of(withdrawn) == [("report.late", "c1")]
+    assert truth == []  # known at the 48 h deadline; its check-out deadline comes after the CANCEL
+
+
+def test_reference_refuses_what_rules_md_does_not_settle() -> None:
+    arrive = _crossing("a1", _t("2026-01-05", 10), "ARRIVAL", "2026-02-03", rep=_t("2026-01-05", 10, 1))
+    check_in = _check_in("c1", _t("2026-01-05", 13), _t("2026-01-05", 14), "2026-01-05", "2026-01-12")
+    moved = _check_in(
+        "r1", _t("2026-01-05", 13), _t("2026-01-05", 15), "2026-01-05", "2026-01-20", action="CORRECTION", corrects="c1"
+    )
+    with pytest.raises(AmbiguousCase):
+        ground_truth([arrive, check_in, moved], END)
+    straddling = _crossing("d1", _t("2026-01-07", 9, 59), "DEPARTURE", rep=_t("2026-01-07", 10, 1))
+    with pytest.raises(AmbiguousCase):
+        ground_truth([arrive, straddling], END)
+    cancelled_early = _check_in(
+        "x1", _t("2026-01-05", 13), _t("2026-01-06", 18), "2026-01-05", "2026-01-12", action="CANCEL", corrects="c1"
+    )
+    with pytest.raises(AmbiguousCase):  # does a check-in cancelled before the 48 h deadline count as known?
+        ground_truth([arrive, check_in, cancelled_early], END)
