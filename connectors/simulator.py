@@ -1832,3 +1832,15 @@ def simulate(days: int, travellers: int, seed: int, start: date, *, rules: Rules
     end = datetime.fromtimestamp(gen.end / 1000, tz=UTC)
     truth, withdrawn = ground_truth(events, end, rules)
     return Simulation(events, truth, end, rules.version, withdrawn, dict(gen.scenarios))
+
+
+def write_simulation(
+    days: int, travellers: int, seed: int, start: date, events_path: str | Path, truth_path: str | Path
+) -> Simulation:
+    """Simulate and write the files `pora replay` and `pora evaluate` read; the events file ends
+    with a clock tick at the end of the period, which the truth assumes."""
+    sim = simulate(days, travellers, seed, start)
+    sim.write(events_path, truth_path)
+    with Path(events_path).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"kind": "clock_tick", "at": sim.end.isoformat()}) + "\n")
+    return sim

@@ -170,6 +170,33 @@ def tail(topic: str, limit: int) -> None:
 
 
 @main.command()
+@click.option("--days", default=30, show_default=True, help="Simulated days.")
+@click.option("--travellers", default=500, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--start", default=None, help="First day YYYY-MM-DD (default: --days before today).")
+@click.option("--out", "out_path", default="simulation.jsonl", show_default=True, help="Events (JSON lines).")
+@click.option("--truth", "truth_path", default="truth.jsonl", show_default=True, help="Ground truth (JSON lines).")
+def simulate(days: int, travellers: int, seed: int, start: str | None, out_path: str, truth_path: str) -> None:
+    """Make a realistic population's events, with the alerts each rule should raise."""
+    from collections import Counter
+    from datetime import date, timedelta
+
+    from connectors.simulator import write_simulation
+
+    try:
+        first = date.fromisoformat(start) if start else date.today() - timedelta(days=days + 1)
+        sim = write_simulation(days, travellers, seed, first, out_path, truth_path)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    click.echo(
+        f"{len(sim.events)} events to {out_path} (ending with a clock tick at {sim.end.isoformat()}), "
+        f"{len(sim.truth)} expected alerts to {truth_path}:"
+    )
+    for rule, n in sorted(Counter(t["rule_id"] for t in sim.truth).items()):
+        click.echo(f"  {rule:<26} {n:>5}")
+
+
+@main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--window", default=1000, show_default=True, help="Lines per write (then a clock tick).")
 @click.option("--speed", type=float, default=None, help="Event-time seconds per wall second (default: full speed).")
