@@ -134,3 +134,22 @@ def test_same_alerts_full_speed_paced_and_with_two_workers(kafka_bootstrap: str,
 
     ref_c, shared = run_once(kafka_bootstrap, "det-c.", path, worker_count=2, window=1000)
     assert ref_c == ref_a and shared == full_speed
+
+
+def test_simulation_through_the_pipeline_has_precision_and_recall_one(kafka_bootstrap: str, tmp_path: Path) -> None:
+    from connectors.evaluate import score
+    from connectors.simulator import write_simulation
+
+    events, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
+    sim = write_simulation(75, 400, 11, date(2026, 3, 2), events, truth)
+    make_topics(kafka_bootstrap, "det-sim.")
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix="det-sim.", topic_partitions=3)
+    with detector_workers(settings, 1):
+        stats = asyncio.run(replay(settings, events))
+        assert stats.rejected == 0 and stats.accepted == len(sim.events)
+        alerts = alerts_when_settled(settings, quiet_s=4)
+    scores = score(alerts, sim.truth, settings.person_secret)
+    assert set(scores) == {t["rule_id"] for t in sim.truth}
+    for s in scores.values():
+        assert (s.rule_id, s.precision, s.recall) == (s.rule_id, 1.0, 1.0), s
+    assert sum(s.truths for s in scores.values()) == len(sim.truth) > 50
