@@ -243,7 +243,7 @@ def evaluate(truth_path: str) -> None:
 @main.command()
 def demo() -> None:
     """Start the local stack, post sample reports as each source would, show what arrived."""
-    from connectors.demo import run_demo
+    from connectors.demo import run_demo, run_detector_demo
     from streams import localstack, stack
 
     s = _settings()
@@ -253,7 +253,10 @@ def demo() -> None:
         raise _fail(exc) from None
     s = s.model_copy(update={"kafka_bootstrap": f"{s.broker_host}:{s.broker_port}"})
     run_demo(s, say=click.echo)
-    click.echo("\nThe stack keeps running: `pora tail dead-letters`, `pora status`, `pora down` to stop.")
+    run_detector_demo(s, say=click.echo)
+    click.echo(
+        "\nThe stack keeps running: `pora tail alerts`, `pora tail dead-letters`, `pora status`, `pora down` to stop."
+    )
 
 
 if __name__ == "__main__":
