@@ -4,6 +4,12 @@ The person-keyed topics (hotel guest events, border crossings, permit updates, a
 have the same partition count, so faust assigns partition *p* of all four to the same worker;
 that worker's `PersonDetector` for *p* sees all of a person's events. Alerts go to `alerts`,
 keyed by alert id; undecodable records go to the dead-letter topic and the worker goes on.
+
+State is rebuilt, not restored: the agent commits no offsets, so a worker that starts or takes
+over a partition reads it from the beginning and its detector reaches the same state. Alert
+records already on the `alerts` topic (read when the worker starts) are not sent again; the ids
+are deterministic, so a crash or a rebalance neither loses nor adds an alert. (With months of
+history a snapshot of the detector state would shorten this; the topics' retention bounds it.)
 """
 
 from __future__ import annotations
@@ -24,8 +30,15 @@ from streams.settings import Mode, Settings
 log = logging.getLogger("pora.worker")
 
 
-def build_app(settings: Settings, rules: RulesConfig | None = None, *, app_id: str = "pora-detectors") -> faust.App:
-    """The worker's topology, in one place, for `pora worker` and the tests."""
+def build_app(
+    settings: Settings,
+    rules: RulesConfig | None = None,
+    *,
+    app_id: str = "pora-detectors",
+    already_emitted: set[str] | None = None,
+) -> faust.App:
+    """The worker's topology, in one place, for `pora worker` and the tests. ``already_emitted``:
+    alert record ids on the alerts topic, which a restarted worker must not send again."""
     rules = rules or default_rules()
     local = settings.mode is Mode.LOCAL
     app = faust.App(
@@ -49,10 +62,13 @@ def build_app(settings: Settings, rules: RulesConfig | None = None, *, app_id: s
     alerts = app.topic(settings.topic(topics.ALERTS), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(settings.topic(topics.DEAD_LETTERS), key_type=bytes, value_type=bytes)
     detectors: dict[int, PersonDetector] = {}
+    emitted = set(already_emitted or ())  # alert record ids on the alerts topic
 
     @app.agent(inputs, name="person-rules")
     async def person_rules(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
+        # no acks, so no committed offsets: every (re)assignment replays the partition
+        manual: Any = stream  # faust's StreamT stub lacks noack()
+        async for event in manual.noack().events():
             message = event.message
             detector = detectors.get(message.partition)
             if detector is None:
@@ -64,6 +80,9 @@ def build_app(settings: Settings, rules: RulesConfig | None = None, *, app_id: s
                 await dead_letters.send(key=b"worker", value=_dead_letter(c, raw, message.topic, str(exc)))
                 continue
             for alert in detector.offer(message.topic[len(prefix) :], kind, record):
+                if alert["event_id"] in emitted:
+                    continue  # sent before this worker (re)started
+                emitted.add(alert["event_id"])
                 await alerts.send(key=alert["alert_id"].encode(), value=c.encode("alert", alert))
             yield None
 
@@ -91,8 +110,20 @@ def _dead_letter(c: Any, raw: bytes, topic: str, reason: str) -> bytes:
     )
 
 
+def _emitted_ids(settings: Settings) -> set[str]:
+    from streams.reading import read_topic
+
+    return {
+        str(r.record["event_id"])
+        for r in read_topic(settings.kafka_bootstrap, settings.topic(topics.ALERTS))
+        if r.record is not None
+    }
+
+
 def run_worker(settings: Settings, rules: RulesConfig | None = None) -> None:
     from faust import Worker
 
-    app = build_app(settings, rules)
+    emitted = _emitted_ids(settings)
+    log.info("%d alert records already on %s", len(emitted), settings.topic(topics.ALERTS))
+    app = build_app(settings, rules, already_emitted=emitted)
     Worker(app, loglevel="info", quiet=True).execute_from_commandline()

@@ -4,6 +4,10 @@ at full speed or paced in small windows, with one worker or two sharing the part
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from connectors.replay import replay
 from connectors.samples import CHECKPOINTS, ESTABLISHMENTS, SampleFactory
 from streams.detect.config import default_rules
 from streams.detect.person import INPUTS, PersonDetector, ms
+from streams.localstack import stop_process
 from streams.reading import read_topic
 from streams.settings import Settings
 
@@ -153,3 +158,54 @@ def test_simulation_through_the_pipeline_has_precision_and_recall_one(kafka_boot
     for s in scores.values():
         assert (s.rule_id, s.precision, s.recall) == (s.rule_id, 1.0, 1.0), s
     assert sum(s.truths for s in scores.values()) == len(sim.truth) > 50
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PORA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "PORA_TOPIC_PREFIX": settings.topic_prefix,
+        "PORA_TOPIC_PARTITIONS": str(settings.topic_partitions),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from connectors.simulator import write_simulation
+
+    events, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
+    write_simulation(60, 300, 5, date(2026, 4, 6), events, truth)
+    lines = events.read_bytes().splitlines(keepends=True)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(b"".join(lines[: len(lines) // 2]))
+    second.write_bytes(b"".join(lines[len(lines) // 2 :]))
+    make_topics(kafka_bootstrap, "det-k.")
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix="det-k.", topic_partitions=3)
+
+    worker = _start_worker(settings)
+    time.sleep(3)
+    asyncio.run(replay(settings, first))
+    before = alerts_when_settled(settings, quiet_s=3)
+    assert before, "the first half raised no alert"
+    os.kill(worker.pid, 9)  # no goodbye: nothing flushed, nothing committed
+    worker.wait(10)
+
+    worker = _start_worker(settings)
+    try:
+        time.sleep(3)
+        asyncio.run(replay(settings, second))
+        expected = reference(settings)
+        after = alerts_when_settled(settings, expected=len(expected))
+    finally:
+        stop_process(worker.pid)
+    assert comparable(after) == expected
+    ids = [a["event_id"] for a in after]
+    assert len(ids) == len(set(ids)), "an alert record was sent twice"
