@@ -14,7 +14,7 @@ from connectors.samples import CHECKPOINTS, ESTABLISHMENTS, SampleFactory
 from streams.reading import read_topic
 from streams.settings import Settings
 from streams.stack import DemoKey, ensure_local_keys
-from streams.topics import TOPICS
+from streams.topics import PUBLIC
 
 
 def post(url: str, key: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
@@ -82,7 +82,7 @@ def run_demo(settings: Settings, say: Callable[[str], object] = print) -> dict[s
 
     say("\nWhat arrived (read back from the topics and decoded):")
     counts: dict[str, int] = {}
-    for spec in TOPICS:
+    for spec in PUBLIC:
         topic = settings.topic(spec.name)
         records = read_topic(settings.kafka_bootstrap, topic)
         counts[spec.name] = len(records)

@@ -20,10 +20,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
+import orjson
 
 from schemas.codec import DecodeError, codec
 from streams import topics
 from streams.detect.config import RulesConfig, default_rules
+from streams.detect.entity import EntityDetector
 from streams.detect.person import INPUTS, PersonDetector
 from streams.settings import Mode, Settings
 
@@ -36,6 +38,7 @@ def build_app(
     *,
     app_id: str = "pora-detectors",
     already_emitted: set[str] | None = None,
+    upstream_partitions: int | None = None,
 ) -> faust.App:
     """The worker's topology, in one place, for `pora worker` and the tests. ``already_emitted``:
     alert record ids on the alerts topic, which a restarted worker must not send again."""
@@ -61,7 +64,14 @@ def build_app(
     inputs = app.topic(*[settings.topic(t) for t in INPUTS], key_type=bytes, value_type=bytes)
     alerts = app.topic(settings.topic(topics.ALERTS), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(settings.topic(topics.DEAD_LETTERS), key_type=bytes, value_type=bytes)
+    facts = app.topic(settings.topic(topics.ENTITY_FACTS), key_type=bytes, value_type=bytes)
+    entity_inputs = app.topic(
+        settings.topic(topics.ENTITY_FACTS), settings.topic(topics.SPONSOR_REPORTS), key_type=bytes, value_type=bytes
+    )
+    partitions = upstream_partitions or settings.topic_partitions
+    facts_topic = settings.topic(topics.ENTITY_FACTS)
     detectors: dict[int, PersonDetector] = {}
+    entity_detectors: dict[int, EntityDetector] = {}
     emitted = set(already_emitted or ())  # alert record ids on the alerts topic
 
     @app.agent(inputs, name="person-rules")
@@ -72,7 +82,7 @@ def build_app(
             message = event.message
             detector = detectors.get(message.partition)
             if detector is None:
-                detector = detectors[message.partition] = PersonDetector(rules)
+                detector = detectors[message.partition] = PersonDetector(rules, partition=message.partition)
             raw = event.value
             try:
                 kind, record = c.decode(raw)
@@ -82,6 +92,38 @@ def build_app(
             for alert in detector.offer(message.topic[len(prefix) :], kind, record):
                 if alert["event_id"] in emitted:
                     continue  # sent before this worker (re)started
+                emitted.add(alert["event_id"])
+                await alerts.send(key=alert["alert_id"].encode(), value=c.encode("alert", alert))
+            for key, fact in detector.facts:
+                body = orjson.dumps(fact)
+                if key is None:  # a watermark: to every partition of the second stage
+                    for q in range(partitions):
+                        await facts.send(value=body, partition=q)
+                else:
+                    await facts.send(key=key, value=body)
+            detector.facts.clear()
+            yield None
+
+    @app.agent(entity_inputs, name="entity-rules")
+    async def entity_rules(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        manual: Any = stream
+        async for event in manual.noack().events():
+            message = event.message
+            detector = entity_detectors.get(message.partition)
+            if detector is None:
+                detector = entity_detectors[message.partition] = EntityDetector(rules, partitions)
+            if message.topic == facts_topic:
+                out = detector.offer_fact(orjson.loads(event.value))
+            else:
+                try:
+                    kind, record = c.decode(event.value)
+                except DecodeError as exc:
+                    await dead_letters.send(key=b"worker", value=_dead_letter(c, event.value, message.topic, str(exc)))
+                    continue
+                out = detector.offer_report(kind, record)
+            for alert in out:
+                if alert["event_id"] in emitted:
+                    continue
                 emitted.add(alert["event_id"])
                 await alerts.send(key=alert["alert_id"].encode(), value=c.encode("alert", alert))
             yield None
@@ -110,6 +152,20 @@ def _dead_letter(c: Any, raw: bytes, topic: str, reason: str) -> bytes:
     )
 
 
+def _partitions(settings: Settings) -> int:
+    """The person topics' real partition count: the second stage waits for a watermark from each."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, allow_auto_create_topics=False)
+    try:
+        found = consumer.partitions_for_topic(settings.topic(topics.BORDER_CROSSINGS))
+    finally:
+        consumer.close()
+    if not found:
+        raise LookupError(f"topic {settings.topic(topics.BORDER_CROSSINGS)} does not exist: run `pora topics`")
+    return len(found)
+
+
 def _emitted_ids(settings: Settings) -> set[str]:
     from streams.reading import read_topic
 
@@ -125,5 +181,5 @@ def run_worker(settings: Settings, rules: RulesConfig | None = None) -> None:
 
     emitted = _emitted_ids(settings)
     log.info("%d alert records already on %s", len(emitted), settings.topic(topics.ALERTS))
-    app = build_app(settings, rules, already_emitted=emitted)
+    app = build_app(settings, rules, already_emitted=emitted, upstream_partitions=_partitions(settings))
     Worker(app, loglevel="info", quiet=True).execute_from_commandline()

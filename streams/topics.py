@@ -12,6 +12,7 @@ AGENCY_REPORTS = "agency.reports"
 ALERTS = "alerts"
 ALERT_ACTIONS = "alerts.actions"
 DEAD_LETTERS = "dead-letters"
+ENTITY_FACTS = "pora.entity-facts"  # internal: the person stage's facts for the establishment/sponsor stage
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ALERTS, "alert", "alerts raised, amended or withdrawn by the detectors"),
     TopicSpec(ALERT_ACTIONS, "alert_action", "audit trail of triage actions"),
     TopicSpec(DEAD_LETTERS, "dead_letter", "rejected raw input with the reason"),
+    TopicSpec(ENTITY_FACTS, "", "internal (JSON): facts keyed by establishment or sponsor, and watermarks"),
 )
 
 BY_NAME = {t.name: t for t in TOPICS}
+PUBLIC = tuple(t for t in TOPICS if t.schema)  # the topics that carry Avro contracts

@@ -31,6 +31,18 @@ class ReportingConfig(_Strict):
     whereabouts_silent_days: int = Field(gt=0)
 
 
+class EstablishmentSilentConfig(_Strict):
+    min_history_days: int = Field(ge=0)
+    min_report_days: int = Field(ge=1)
+    silence_factor: float = Field(gt=0)
+    min_silent_days: int = Field(ge=1)
+
+
+class SponsorConfig(_Strict):
+    due_day: int = Field(ge=1, le=28)
+    omitted_high: int = Field(ge=1)
+
+
 class TppoWeights(_Strict):
     risk_destination: float
     one_way: float
@@ -58,6 +70,8 @@ class RulesConfig(_Strict):
     stay: dict[str, int]
     overstay: OverstayConfig
     reporting: ReportingConfig
+    establishment_silent: EstablishmentSilentConfig
+    sponsor: SponsorConfig
     tppo: TppoConfig
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from streams import topics
 from streams.detect.alerts import Evidence, Finding, alert_record
 from streams.detect.config import RulesConfig
-from streams.detect.timeline import EVENT, Timeline
+from streams.detect.timeline import EVENT, NEVER, Timeline
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -117,12 +117,16 @@ class Person:
 class PersonDetector:
     """All person rules for one partition of the person-keyed topics."""
 
-    def __init__(self, rules: RulesConfig, *, clock: Callable[[], int] | None = None) -> None:
+    def __init__(self, rules: RulesConfig, *, partition: int = 0, clock: Callable[[], int] | None = None) -> None:
         self.rules = rules
+        self.partition = partition
         self.timeline = Timeline(INPUTS, int(rules.time.lateness_seconds * 1000))
         self.people: dict[str, Person] = {}
         self._clock = clock or (lambda: int(_time.time() * 1000))
         self._out: list[dict[str, Any]] = []
+        # facts for the establishment/sponsor stage: (key, fact); key None = to every partition
+        self.facts: list[tuple[bytes | None, dict[str, Any]]] = []
+        self._forwarded = NEVER
 
     # ------------------------------------------------------------------ input
 
@@ -133,18 +137,27 @@ class PersonDetector:
             self.timeline.tick(topic, reported)
         else:
             self.timeline.offer(topic, reported, str(record["event_id"]), (kind, record))
-        return self._run()
+        return self._run(forward=kind == "clock_tick")
 
     def tick(self, topic: str, at_ms: int) -> list[dict[str, Any]]:
         self.timeline.tick(topic, at_ms)
-        return self._run()
+        return self._run(forward=True)
 
-    def _run(self) -> list[dict[str, Any]]:
+    def _forward_watermark(self, always: bool) -> None:
+        """Tell the second stage how far this partition has got: on every clock tick, and else at
+        most once a second of event time (only *when* it releases depends on this, not *what*)."""
+        wm = self.timeline.watermark
+        if wm > self._forwarded and (always or wm - self._forwarded >= 1000):
+            self._forwarded = wm
+            self.facts.append((None, {"t": "tick", "src": self.partition, "at": wm}))
+
+    def _run(self, *, forward: bool = False) -> list[dict[str, Any]]:
         for at, rank, payload in self.timeline.release():
             if rank == EVENT:
                 self._apply(at, *payload)
             else:
                 self._fire(at, payload)
+        self._forward_watermark(forward)
         out, self._out = self._out, []
         return out
 
@@ -389,6 +402,24 @@ class PersonDetector:
 
     def _permit(self, person: Person, at: int, rec: dict[str, Any]) -> None:
         occurred = ms(rec["occurred_at"])
+        if rec.get("sponsor_id"):
+            self.facts.append(
+                (
+                    str(rec["sponsor_id"]).encode(),
+                    {
+                        "t": "permit",
+                        "src": self.partition,
+                        "at": at,
+                        "id": rec["event_id"],
+                        "sponsor": rec["sponsor_id"],
+                        "pk": person.key,
+                        "until": days(rec["valid_until"]),
+                        "action": rec["action"],
+                        "occurred_at": occurred,
+                        "office": rec["office"],
+                    },
+                )
+            )
         if person.permit is not None and occurred < person.permit.occurred_at:
             return  # an older decision than the one we have
         before = person.authorised()
@@ -420,6 +451,21 @@ class PersonDetector:
                 at,
             )
             person.checkins[ci.event_id] = ci
+            self.facts.append(
+                (
+                    ci.establishment_id.encode(),
+                    {
+                        "t": "hotel",
+                        "src": self.partition,
+                        "at": at,
+                        "id": ci.event_id,
+                        "est": ci.establishment_id,
+                        "name": ci.establishment_name,
+                        "office": ci.office,
+                        "day": local_day(ci.occurred_at),
+                    },
+                )
+            )
             self._late(person, ci)
             self._located(person, ci, at)
             if ci.expected_out is not None:

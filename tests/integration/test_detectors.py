@@ -18,8 +18,10 @@ from conftest import make_topics
 from connectors.pipeline import alerts_when_settled, detector_workers
 from connectors.replay import replay
 from connectors.samples import CHECKPOINTS, ESTABLISHMENTS, SampleFactory
+from streams import topics
 from streams.detect.config import default_rules
-from streams.detect.person import INPUTS, PersonDetector, ms
+from streams.detect.offline import detect_offline
+from streams.detect.person import INPUTS, ms
 from streams.localstack import stop_process
 from streams.reading import read_topic
 from streams.settings import Settings
@@ -92,16 +94,14 @@ def comparable(alerts: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
 
 
 def reference(settings: Settings) -> set[tuple[Any, ...]]:
-    """The pure engine over what is on the input topics, one detector per partition."""
-    rules = default_rules()
-    by_partition: dict[int, PersonDetector] = {}
-    out: list[dict[str, Any]] = []
-    for name in INPUTS:
-        for r in read_topic(settings.kafka_bootstrap, settings.topic(name), ticks=True):
-            det = by_partition.setdefault(r.partition, PersonDetector(rules, clock=lambda: 0))
-            assert r.record is not None
-            out += det.offer(name, r.kind, r.record)
-    return comparable(out)
+    """The pure stages over what is on the input topics, partition by partition."""
+    records = [
+        (name, r.partition, r.kind, r.record)
+        for name in (*INPUTS, topics.SPONSOR_REPORTS)
+        for r in read_topic(settings.kafka_bootstrap, settings.topic(name), ticks=True)
+        if r.record is not None
+    ]
+    return comparable(detect_offline(records, default_rules(), settings.topic_partitions))
 
 
 def run_once(

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from streams import localstack
+from streams.topics import TOPICS
 
 
 def pora(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -35,7 +36,7 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         assert "broker    started" in up.stdout and "gateway   started" in up.stdout
         assert "worker    started" in up.stdout
-        assert "8 ready (8 created, 4 partitions each)" in up.stdout
+        assert f"{len(TOPICS)} ready ({len(TOPICS)} created, 4 partitions each)" in up.stdout
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/readyz", timeout=10) as resp:
             assert json.loads(resp.read())["status"] == "ready"
         keys = json.loads((tmp_path / "state" / "demo-keys.json").read_text())

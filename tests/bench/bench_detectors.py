@@ -1,0 +1,1175 @@
+"""Detector benchmark: events/s of one worker against bare faust and raw aiokafka, and alert latency.
+
+Run with ``python -m tests.bench.bench_detectors``. One process, one Tansu broker (``running_broker()``):
+
+1. **Throughput.** A simulation (:mod:`connectors.simulator`, by default 365 days of 32,000 travellers,
+   ~167,000 events) is replayed at full speed (:func:`connectors.replay.replay`, windows of 1,000 lines,
+   a clock tick into every partition after each) onto a fresh topic prefix *before* any consumer runs.
+   The alerts the worker must give are computed with the pure engine (one ``PersonDetector`` per
+   partition over the decoded input topics, as the integration test's ``reference`` does). Then, one
+   after the other, on the very same records:
+
+   - the detector worker, ``python -m streams.cli worker``, a subprocess;
+   - a bare faust agent in a subprocess, same app settings as ``streams.app.build_app`` and the same
+     iteration (``stream.noack().events()``), that only counts the records;
+   - a raw ``AIOKafkaConsumer.getmany`` loop in a subprocess, with and then without ``schemas.codec``
+     decode.
+
+   **What is timed.** Each consumer is timed from the moment it can consume to the moment it had
+   consumed everything, both read from the consumer's own clock, so start-up (imports, the consumer
+   group join, which waits half the session timeout on Tansu) is reported apart and not counted:
+   faust processes from their "Worker ready" log line (logged as the fetcher starts, after the
+   partition assignment) to, for the worker, the ``reported_at`` of its *last alert record* (the
+   engine stamps it with the wall clock when it emits) and, for the bare agent, its last record; the
+   raw consumer from its ``seek_to_beginning`` to its last record. The worker's last alert is a tight
+   end: every partition ends with the replay's final clock tick, which releases that partition's last
+   window, so at most the tail of that window (<1 % of the records) is read after it. As a cross-check
+   the worker's CPU time is sampled every 100 ms and the moment it fell idle is reported too.
+   events/s counts the simulated events; records/s also counts the clock ticks all consumers read.
+
+2. **Latency.** A fresh worker on a fresh prefix; events are ingested through
+   :class:`connectors.gateway.ingest.Ingestor` (a :class:`KafkaPublisher`, a trusted ``system`` source,
+   ``reported_at`` = now) at ``--rate`` events/s for ``--seconds``: the gateway bench's mix, with a
+   share of the citizens' departures risky (``SampleFactory.citizen_departure(risky=True)``, score 9
+   against a threshold of 5, so ``tppo.screening`` fires as soon as the departure is released). Clock
+   ticks go out every ``--tick-ms``. An aiokafka consumer on the alerts topic runs in the same loop;
+   each risky departure is matched to its alert by the alert's ``window`` evidence (the departure's
+   event id). Latency = alert record seen - departure write acknowledged. The detectors release an
+   event only once every input topic of its partition is ``time.lateness_seconds`` past it, so that
+   setting is a floor under the latency; it is printed beside the figures.
+
+3. Targets (informational): ≥ 8,000 events/s per worker, p99 latency < 1 s. When one is missed, the
+   throughput phase is repeated on a fresh prefix with ``py-spy record`` attached to the worker for
+   ``--profile-seconds``, and the top self-time functions of the folded stacks are printed (the
+   figures above come from the run without the profiler).
+
+Results go to ``bench-results/detectors.json`` (the folded stacks beside it). The exit status is
+non-zero only when a count is off: alerts different from the reference, records not all consumed,
+or risky departures without their alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import gc
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.gateway.ingest import TOPIC_OF_KIND, Ingestor, Item
+from connectors.gateway.keys import Source
+from connectors.gateway.publisher import KafkaPublisher
+from connectors.replay import replay
+from connectors.samples import SampleFactory
+from connectors.simulator import write_simulation
+from schemas.codec import codec
+from streams import topics
+from streams.detect.config import default_rules
+from streams.detect.person import INPUTS, PersonDetector, ms
+from streams.localstack import create_topics, running_broker, stop_process
+from streams.reading import read_topic
+from streams.settings import Settings
+from streams.topics import TOPICS
+from tests.bench.bench_gateway import code_version, count_records, percentile, proc_sample
+
+TARGET_EVENTS_PER_S = 8_000
+TARGET_P99_S = 1.0
+SIM_START = date(2025, 1, 1)
+WIB = timezone(timedelta(hours=7))
+# faust's log line once the fetcher runs after the partition assignment: "[2026-11-25 17:09:16,536] ... Worker ready"
+READY_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*\bWorker ready\b")
+# the latency workload: (sample, weight), as the gateway bench mixes them
+LATENCY_MIX: tuple[tuple[str, float], ...] = (("hotel_check_in", 0.6), ("arrival", 0.3), ("citizen_departure", 0.1))
+FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::\d+)?\)$")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------- child processes
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    spawned_at: float  # time.time()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(cannot read {self.log_path}: {exc})"
+
+    def ready_at(self) -> float | None:
+        """When faust logged "Worker ready" (epoch seconds), or None before that."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            m = READY_LINE.match(line)
+            if m:  # the log's local time, as time.localtime() wrote it
+                return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        return None
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        deadline = time.monotonic() + timeout
+        while True:
+            at = self.ready_at()
+            if at is not None:
+                return at
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with status {self.proc.returncode} before ready:\n{self.tail()}"
+                )
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{self.name} was not ready within {timeout:g}s:\n{self.tail()}")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def child(name: str, argv: Sequence[str], env: dict[str, str], work_dir: Path) -> Iterator[Child]:
+    """A subprocess with its output in ``work_dir/<name>.log``; stopped by its pid on exit."""
+    log_path = work_dir / f"{name}.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    c = Child(name, proc, log_path, time.time())
+    try:
+        yield c
+    finally:
+        stop_process(proc.pid)
+        proc.poll()
+
+
+def child_env(bootstrap: str, prefix: str, partitions: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORA_")}
+    env.update(
+        {
+            "PORA_MODE": "local",
+            "PORA_KAFKA_BOOTSTRAP": bootstrap,
+            "PORA_TOPIC_PREFIX": prefix,
+            "PORA_TOPIC_PARTITIONS": str(partitions),
+        }
+    )
+    return env
+
+
+WORKER_ARGV = (sys.executable, "-m", "streams.cli", "worker")
+
+
+def role_argv(role: str, bootstrap: str, prefix: str, partitions: int, expect: int, result: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tests.bench.bench_detectors",
+        "--role",
+        role,
+        "--bootstrap",
+        bootstrap,
+        "--prefix",
+        prefix,
+        "--partitions",
+        str(partitions),
+        "--expect",
+        str(expect),
+        "--result",
+        str(result),
+    ]
+
+
+class CpuWatch:
+    """Samples a process's CPU seconds every ``period`` in a thread: how busy it was, and when."""
+
+    def __init__(self, pid: int, period: float = 0.1) -> None:
+        self.pid = pid
+        self.period = period
+        self.samples: list[tuple[float, float]] = []  # (time.time(), CPU seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"cpu-{pid}", daemon=True)
+
+    def __enter__(self) -> CpuWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time(), proc_sample(self.pid).cpu_s))
+            except (OSError, IndexError, ValueError):
+                return  # the process is gone
+            self._stop.wait(self.period)
+
+    def cpu_at(self, t: float) -> float | None:
+        s = self.samples
+        if not s:
+            return None
+        i = bisect.bisect_left(s, (t, -1.0))
+        if i == 0:
+            return s[0][1]
+        if i >= len(s):
+            return s[-1][1]
+        (t0, c0), (t1, c1) = s[i - 1], s[i]
+        return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c1
+
+    def share(self, t0: float, t1: float) -> float | None:
+        """CPU seconds per wall second between ``t0`` and ``t1`` (1.0 = one core busy)."""
+        c0, c1 = self.cpu_at(t0), self.cpu_at(t1)
+        return None if c0 is None or c1 is None or t1 <= t0 else (c1 - c0) / (t1 - t0)
+
+    def busy_until(self, threshold: float = 0.3) -> float | None:
+        """End of the last sampling interval in which the process used more than ``threshold`` cores."""
+        last = None
+        for (t0, c0), (t1, c1) in zip(self.samples, self.samples[1:], strict=False):
+            if t1 > t0 and (c1 - c0) / (t1 - t0) > threshold:
+                last = t1
+        return last
+
+
+# ---------------------------------------------------------------- workload and reference
+
+
+def platform_topics(prefix: str) -> list[str]:
+    return [f"{prefix}{spec.name}" for spec in TOPICS]
+
+
+def input_topics(prefix: str) -> list[str]:
+    return [f"{prefix}{t}" for t in INPUTS]
+
+
+@dataclass
+class Loaded:
+    prefix: str
+    events: int  # accepted by the replay
+    records: int  # on the worker's input topics: events and clock ticks
+    by_topic: dict[str, int]
+    replay_s: float
+    ticks: int
+
+
+def load(bootstrap: str, prefix: str, partitions: int, path: Path, events: int, window: int) -> Loaded:
+    create_topics(bootstrap, platform_topics(prefix), partitions, 1)
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, topic_partitions=partitions)
+    stats = asyncio.run(replay(settings, path, window=window))
+    if stats.rejected or stats.accepted != events:
+        raise SystemExit(
+            f"replay onto {prefix} accepted {stats.accepted} of {events} events "
+            f"({stats.rejected} rejected: {stats.rejected_lines[:3]})"
+        )
+    counts = count_records(bootstrap, input_topics(prefix))
+    return Loaded(prefix, stats.accepted, sum(counts.values()), counts, stats.seconds, stats.ticks)
+
+
+def reference_alert_ids(bootstrap: str, prefix: str) -> list[str]:
+    """Alert record ids the pure engine gives for what is on the input topics, one detector per partition."""
+    rules = default_rules()
+    detectors: dict[int, PersonDetector] = {}
+    ids: list[str] = []
+    for name in INPUTS:
+        for r in read_topic(bootstrap, f"{prefix}{name}", ticks=True, timeout=600):
+            if r.record is None:
+                raise SystemExit(f"undecodable record on {prefix}{name} [{r.partition}:{r.offset}]: {r.error}")
+            det = detectors.get(r.partition)
+            if det is None:
+                det = detectors[r.partition] = PersonDetector(rules, clock=lambda: 0)
+            ids += [str(a["event_id"]) for a in det.offer(name, r.kind, r.record)]
+    return ids
+
+
+# ---------------------------------------------------------------- throughput runs
+
+
+@dataclass
+class ConsumerRun:
+    name: str
+    records: int  # input records it consumed (events and clock ticks)
+    expected_records: int
+    events: int
+    seconds: float  # ready -> last record (worker: last alert)
+    events_per_s: float
+    records_per_s: float
+    startup_s: float | None  # spawned -> ready
+    first_after_ready_s: float | None  # ready -> first record (worker: first alert)
+    cpu_share: float | None  # cores used while timed
+    events_per_cpu_s: float | None
+    counts_ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def collect_alerts(
+    bootstrap: str, topic: str, expected: int, proc: subprocess.Popen[bytes], *, stall_s: float, timeout: float
+) -> list[dict[str, Any]]:
+    """Decoded alert records on ``topic`` once ``expected`` are there (then 2 s more for extras), or when
+    nothing new came for ``stall_s``, the worker died, or ``timeout`` passed."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        allow_auto_create_topics=False,
+        client_id="pora-bench-alerts",
+    )
+    raw: list[bytes] = []
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise LookupError(f"topic {topic!r} does not exist on {bootstrap}")
+        consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        deadline = time.monotonic() + timeout
+        last_change = time.monotonic()
+        extra_until: float | None = None
+        while time.monotonic() < deadline:
+            got = 0
+            for batch in consumer.poll(timeout_ms=500).values():
+                raw += [r.value for r in batch]
+                got += len(batch)
+            now = time.monotonic()
+            if got:
+                last_change = now
+            if extra_until is None and len(raw) >= expected:
+                extra_until = now + 2.0
+            if extra_until is not None and now >= extra_until:
+                break
+            if now - last_change >= stall_s or proc.poll() is not None:
+                break
+    finally:
+        consumer.close()
+    c = codec()
+    return [c.decode(v)[1] for v in raw]
+
+
+def worker_throughput(
+    bootstrap: str, loaded: Loaded, partitions: int, expected_ids: list[str], work: Path
+) -> ConsumerRun:
+    env = child_env(bootstrap, loaded.prefix, partitions)
+    with child("worker-throughput", WORKER_ARGV, env, work) as w, CpuWatch(w.pid) as watch:
+        ready = w.wait_ready()
+        alerts = collect_alerts(
+            bootstrap,
+            f"{loaded.prefix}{topics.ALERTS}",
+            len(expected_ids),
+            w.proc,
+            stall_s=60,
+            timeout=max(900.0, loaded.records / 200),
+        )
+        exited = w.proc.poll()
+    got_ids = [str(a["event_id"]) for a in alerts]
+    emitted = sorted(ms(a["reported_at"]) / 1000 for a in alerts)
+    end = emitted[-1] if emitted else float("nan")
+    seconds = end - ready
+    busy = watch.busy_until()
+    cpu = watch.share(ready, end) if emitted else None
+    missing = Counter(expected_ids) - Counter(got_ids)
+    extra = Counter(got_ids) - Counter(expected_ids)
+    ok = not missing and not extra and exited is None
+    return ConsumerRun(
+        name="detector worker",
+        records=loaded.records,
+        expected_records=loaded.records,
+        events=loaded.events,
+        seconds=seconds,
+        events_per_s=loaded.events / seconds,
+        records_per_s=loaded.records / seconds,
+        startup_s=ready - w.spawned_at,
+        first_after_ready_s=(emitted[0] - ready) if emitted else None,
+        cpu_share=cpu,
+        events_per_cpu_s=(loaded.events / (cpu * seconds)) if cpu else None,
+        counts_ok=ok,
+        detail={
+            "alerts_expected": len(expected_ids),
+            "alerts_got": len(got_ids),
+            "alerts_missing": sum(missing.values()),
+            "alerts_extra": sum(extra.values()),
+            "alerts_by_rule": dict(Counter(str(a["rule_id"]) for a in alerts)),
+            "cpu_idle_after_ready_s": (busy - ready) if busy else None,
+            "worker_exited_with": exited,
+            "log_tail": None if ok else w.tail(),
+        },
+    )
+
+
+def wait_result(path: Path, c: Child, expect: int, timeout: float) -> dict[str, Any] | None:
+    """The result file a role child writes once it counted ``expect`` records (1 s more for extras)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            data: dict[str, Any] = orjson.loads(path.read_bytes())
+            if data["count"] >= expect or data.get("done"):
+                time.sleep(1.0)
+                final: dict[str, Any] = orjson.loads(path.read_bytes())
+                return final
+        if c.proc.poll() is not None:
+            return orjson.loads(path.read_bytes()) if path.exists() else None
+        time.sleep(0.1)
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
+def counting_run(
+    name: str, role: str, bootstrap: str, loaded: Loaded, partitions: int, work: Path, *, faust_log: bool
+) -> ConsumerRun:
+    result = work / f"{role}.json"
+    argv = role_argv(role, bootstrap, loaded.prefix, partitions, loaded.records, result)
+    with child(role, argv, child_env(bootstrap, loaded.prefix, partitions), work) as c, CpuWatch(c.pid) as watch:
+        ready_logged = c.wait_ready() if faust_log else None
+        data = wait_result(result, c, loaded.records, timeout=max(600.0, loaded.records / 200))
+        tail = c.tail()
+    if data is None or not data.get("first"):
+        raise RuntimeError(f"{name}: no result from the child:\n{tail}")
+    ready = ready_logged if ready_logged is not None else float(data["ready"])
+    seconds = float(data["last"]) - ready
+    cpu = watch.share(ready, float(data["last"]))
+    ok = int(data["count"]) == loaded.records
+    return ConsumerRun(
+        name=name,
+        records=int(data["count"]),
+        expected_records=loaded.records,
+        events=loaded.events,
+        seconds=seconds,
+        events_per_s=loaded.events / seconds,
+        records_per_s=int(data["count"]) / seconds,
+        startup_s=ready - c.spawned_at,
+        first_after_ready_s=float(data["first"]) - ready,
+        cpu_share=cpu,
+        events_per_cpu_s=(loaded.events / (cpu * seconds)) if cpu else None,
+        counts_ok=ok,
+        detail={"log_tail": None if ok else tail},
+    )
+
+
+# ---------------------------------------------------------------- the child roles
+
+
+def _write_result(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(data))
+    tmp.replace(path)
+
+
+def role_bare_faust(a: Namespace) -> int:
+    """A faust app with the worker's settings whose agent only counts records (runs until stopped)."""
+    import faust
+
+    app = faust.App(
+        f"{a.prefix}bench-bare-faust",
+        broker=f"kafka://{a.bootstrap}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=a.partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=2,
+        consumer_auto_offset_reset="earliest",
+    )
+    inputs = app.topic(*input_topics(a.prefix), key_type=bytes, value_type=bytes)
+    result = Path(a.result)
+    seen = {"count": 0, "first": 0.0}
+
+    @app.agent(inputs, name="bare-count")
+    async def bare_count(stream: Any) -> AsyncIterator[None]:
+        async for _event in stream.noack().events():  # as the worker iterates
+            n = seen["count"] = seen["count"] + 1
+            if n == 1:
+                seen["first"] = time.time()
+            if n >= a.expect:
+                _write_result(result, {"count": n, "first": seen["first"], "last": time.time()})
+            yield None
+
+    faust.Worker(app, loglevel="info", quiet=True).execute_from_commandline()
+    return 0
+
+
+async def _raw_consume(a: Namespace) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = codec() if a.role == "raw-decode" else None
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=a.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="pora-bench-raw",
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata for every topic
+        tps = [
+            TopicPartition(name, p)
+            for name in input_topics(a.prefix)
+            for p in sorted(consumer.partitions_for_topic(name) or ())
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ready, first, n = time.time(), 0.0, 0
+        deadline = time.monotonic() + a.timeout
+        while n < a.expect and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                if c is not None:
+                    for r in records:
+                        c.decode(r.value)
+                n += len(records)
+            if n and not first:
+                first = time.time()
+        last = time.time()
+        for records in (await consumer.getmany(timeout_ms=1000)).values():  # anything beyond the count
+            n += len(records)
+        _write_result(Path(a.result), {"count": n, "ready": ready, "first": first, "last": last, "done": True})
+    finally:
+        await consumer.stop()
+
+
+def role_raw(a: Namespace) -> int:
+    asyncio.run(_raw_consume(a))
+    return 0
+
+
+# ---------------------------------------------------------------- latency
+
+
+@dataclass
+class LatencyResult:
+    prefix: str
+    target_rate: float
+    achieved_rate: float
+    seconds: float
+    events_sent: int
+    events_acked: int
+    ticks: int
+    tick_ms: int
+    lateness_s: float
+    risky_acked: int
+    matched: int
+    unmatched_alerts: int
+    other_alerts: dict[str, int]
+    failures: list[str]
+    ack_to_seen_p50_ms: float
+    ack_to_seen_p99_ms: float
+    ack_to_seen_max_ms: float
+    reported_to_emitted_p50_ms: float
+    reported_to_emitted_p99_ms: float
+    reported_to_emitted_max_ms: float
+    worker_cpu_share: float | None
+    counts_ok: bool
+
+
+def latency_workload(
+    rate: float, seconds: float, slot_s: float, risky_share: float, seed: int
+) -> list[list[dict[str, Any]]]:
+    """Slots of ``rate * slot_s`` events, each ``{"kind", "event", "risky"}``; occurred 1-60 min ago."""
+    today = datetime.now(WIB).date()
+    factory = SampleFactory(seed=seed, today=today)
+    rng = random.Random(seed + 1)
+    names = [n for n, _ in LATENCY_MIX]
+    weights = [w for _, w in LATENCY_MIX]
+    per_slot = max(1, round(rate * slot_s))
+    now_ms = int(time.time() * 1000)
+    slots: list[list[dict[str, Any]]] = []
+    for _ in range(max(1, round(seconds / slot_s))):
+        slot = []
+        for name in rng.choices(names, weights, k=per_slot):
+            risky = False
+            if name == "hotel_check_in":
+                kind, event = "hotel_guest_event", factory.hotel_check_in()
+            elif name == "arrival":
+                kind, event = "border_crossing", factory.arrival()
+            else:
+                risky = rng.random() < risky_share
+                kind, event = "border_crossing", factory.citizen_departure(risky=risky)
+            occurred = now_ms - rng.randint(60, 3600) * 1000
+            event["occurred_at"] = datetime.fromtimestamp(occurred / 1000, WIB).isoformat(timespec="seconds")
+            slot.append({"kind": kind, "event": event, "risky": risky})
+        slots.append(slot)
+    return slots
+
+
+async def post_and_watch(
+    bootstrap: str, prefix: str, partitions: int, slots: list[list[dict[str, Any]]], a: Namespace, lateness_s: float
+) -> tuple[dict[str, Any], dict[str, tuple[float, int]], dict[str, tuple[float, int]]]:
+    """Ingest the slots on schedule while ticking and reading the alerts; returns (stats, acked, seen):
+    acked = risky departure id -> (ack time, its reported_at ms); seen = alert window -> (seen time, emitted ms)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, topic_partitions=partitions)
+    publisher = KafkaPublisher(bootstrap)
+    await publisher.start()
+    ingestor = Ingestor(settings, publisher, codec())
+    source = Source("bench-latency", "system", "")
+    for t in dict.fromkeys(TOPIC_OF_KIND.values()):
+        await publisher.partitions(settings.topic(t))  # metadata before the clock starts
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="pora-bench-latency",
+    )
+    await consumer.start()
+    alerts_topic = settings.topic(topics.ALERTS)
+    await consumer.topics()
+    consumer.assign(
+        [TopicPartition(alerts_topic, p) for p in sorted(consumer.partitions_for_topic(alerts_topic) or ())]
+    )
+    await consumer.seek_to_beginning()
+
+    c = codec()
+    acked: dict[str, tuple[float, int]] = {}
+    seen: dict[str, tuple[float, int]] = {}
+    other: Counter[str] = Counter()
+    failures: list[str] = []
+    counts = {"sent": 0, "acked": 0, "ticks": 0}
+    stop_reading, stop_ticking = asyncio.Event(), asyncio.Event()
+
+    async def reader() -> None:
+        while not stop_reading.is_set():
+            batches = await consumer.getmany(timeout_ms=50)
+            now = time.time()
+            for records in batches.values():
+                for r in records:
+                    rec = c.decode(r.value)[1]
+                    if rec["rule_id"] != "tppo.screening":
+                        other[str(rec["rule_id"])] += 1
+                        continue
+                    window = next(str(e["value"]) for e in rec["evidence"] if e["name"] == "window")
+                    seen.setdefault(window, (now, ms(rec["reported_at"])))
+
+    async def ticker() -> None:
+        period = a.tick_ms / 1000
+        next_at = time.monotonic()
+        while not stop_ticking.is_set():
+            try:
+                await ingestor.tick(source.id)
+                counts["ticks"] += 1
+            except Exception as exc:
+                failures.append(f"tick: {exc!r}")
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def post(slot: list[dict[str, Any]]) -> None:
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for item in slot:
+            by_kind.setdefault(item["kind"], []).append(item)
+        kinds = list(by_kind)
+        outcomes = await asyncio.gather(
+            *(
+                ingestor.ingest(
+                    source,
+                    kind,
+                    [Item(it["event"], label=f"[{i}]") for i, it in enumerate(by_kind[kind])],
+                    content_type="application/json",
+                    step="bench.latency",
+                )
+                for kind in kinds
+            )
+        )
+        at = time.time()
+        counts["sent"] += len(slot)
+        for kind, outcome in zip(kinds, outcomes, strict=True):
+            for it, receipt in zip(by_kind[kind], outcome.receipts, strict=True):
+                if receipt is None:
+                    failures.append(f"{it['event']['event_id']}: not acknowledged or rejected")
+                    continue
+                counts["acked"] += 1
+                if it["risky"]:
+                    acked[receipt.event_id] = (at, receipt.received_at_ms)
+            for rej in outcome.rejections[:3]:
+                failures.append(f"{kind} {rej.label}: {rej.as_dicts()[:2]}")
+
+    read_task = asyncio.create_task(reader())
+    tick_task = asyncio.create_task(ticker())
+    slot_s = a.slot_ms / 1000
+    in_flight = asyncio.Semaphore(32)
+    tasks: list[asyncio.Task[None]] = []
+    started = time.monotonic()
+    try:
+        for i, slot in enumerate(slots):
+            delay = started + i * slot_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await in_flight.acquire()
+            task = asyncio.create_task(post(slot))
+            task.add_done_callback(lambda _t: in_flight.release())
+            tasks.append(task)
+        for res in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(res, BaseException):
+                failures.append(f"post: {res!r}")
+        post_seconds = time.monotonic() - started
+        settle_deadline = time.monotonic() + lateness_s + 20
+        while time.monotonic() < settle_deadline and not set(acked) <= set(seen):
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # late or unexpected alerts show up now
+    finally:
+        stop_ticking.set()
+        stop_reading.set()
+        for background in (tick_task, read_task):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(background, 5)
+        await consumer.stop()
+        await publisher.stop()
+    stats = {**counts, "seconds": post_seconds, "other": dict(other), "failures": failures}
+    return stats, acked, seen
+
+
+def latency_phase(bootstrap: str, prefix: str, partitions: int, a: Namespace, work: Path) -> LatencyResult:
+    lateness_s = default_rules().time.lateness_seconds
+    create_topics(bootstrap, platform_topics(prefix), partitions, 1)
+    slots = latency_workload(a.rate, a.seconds, a.slot_ms / 1000, a.risky_share, a.seed)
+    with child("worker-latency", WORKER_ARGV, child_env(bootstrap, prefix, partitions), work) as w:
+        w.wait_ready()
+        with CpuWatch(w.pid) as watch:
+            t0 = time.time()
+            stats, acked, seen = asyncio.run(post_and_watch(bootstrap, prefix, partitions, slots, a, lateness_s))
+            t1 = time.time()
+        alive = w.proc.poll() is None
+    matched = [k for k in acked if k in seen]
+    e2e = [(seen[k][0] - acked[k][0]) * 1000 for k in matched]
+    engine = [float(seen[k][1] - acked[k][1]) for k in matched]
+    unmatched = len(set(seen) - set(acked))
+    failures = list(stats["failures"]) + ([] if alive else [f"the worker exited:\n{w.tail()}"])
+    return LatencyResult(
+        prefix=prefix,
+        target_rate=a.rate,
+        achieved_rate=stats["sent"] / stats["seconds"],
+        seconds=stats["seconds"],
+        events_sent=stats["sent"],
+        events_acked=stats["acked"],
+        ticks=stats["ticks"],
+        tick_ms=a.tick_ms,
+        lateness_s=lateness_s,
+        risky_acked=len(acked),
+        matched=len(matched),
+        unmatched_alerts=unmatched,
+        other_alerts=stats["other"],
+        failures=failures[:20],
+        ack_to_seen_p50_ms=percentile(e2e, 50),
+        ack_to_seen_p99_ms=percentile(e2e, 99),
+        ack_to_seen_max_ms=max(e2e, default=float("nan")),
+        reported_to_emitted_p50_ms=percentile(engine, 50),
+        reported_to_emitted_p99_ms=percentile(engine, 99),
+        reported_to_emitted_max_ms=max(engine, default=float("nan")),
+        worker_cpu_share=watch.share(t0, t1),
+        counts_ok=len(matched) == len(acked) > 0 and unmatched == 0 and not failures,
+    )
+
+
+# ---------------------------------------------------------------- profile
+
+
+@dataclass
+class Profile:
+    samples: int
+    seconds: int
+    rate: int
+    folded_path: str
+    top_self: list[tuple[str, int]]
+    top_project_inclusive: list[tuple[str, int]]
+    marked_inclusive: dict[str, int]
+
+
+# frames whose inclusive share tells where the time goes (substring of the shortened frame)
+MARKED = (
+    "_drain_messages",
+    "wait_first",
+    "PersonDetector.offer",
+    "offer (streams/detect/person.py)",
+    "decode (schemas/codec.py)",
+    "send (faust/topics.py)",
+    "_py_schemaless_reader",
+    "schemaless_reader",
+    "encode (schemas/codec.py)",
+)
+
+
+def short_frame(frame: str) -> str:
+    m = FRAME.match(frame)
+    if not m:
+        return frame
+    path = m.group("file")
+    for marker in ("site-packages/", f"{REPO}/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "/lib/python3":
+                path = "stdlib/" + path.split("/", 1)[-1]
+            break
+    return f"{m.group('func')} ({path})"
+
+
+def fold(path: Path, top: int = 15) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]], dict[str, int]]:
+    """(samples, top self-time frames, top inclusive project frames, inclusive samples of MARKED frames)."""
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        count = int(n)
+        frames = [short_frame(f) for f in stack.split(";")]
+        total += count
+        self_time[frames[-1]] += count
+        for f in set(frames):
+            inclusive[f] += count
+    project = [
+        (f, n) for f, n in inclusive.most_common() if any(f"({p}/" in f for p in ("streams", "schemas", "connectors"))
+    ]
+    marked = {m: sum(n for f, n in inclusive.items() if m in f) for m in MARKED}
+    return total, self_time.most_common(top), project[:10], {k: v for k, v in marked.items() if v}
+
+
+def profile_pass(
+    bootstrap: str, prefix: str, partitions: int, sim_path: Path, events: int, a: Namespace, work: Path
+) -> Profile | str:
+    spy = Path(sys.executable).parent / "py-spy"
+    spy_path = str(spy) if spy.exists() else shutil.which("py-spy")
+    if spy_path is None:
+        return "py-spy not found next to the interpreter or on PATH"
+    loaded = load(bootstrap, prefix, partitions, sim_path, events, a.window)
+    out = work / "worker-profile.folded"
+    with child("worker-profile", WORKER_ARGV, child_env(bootstrap, loaded.prefix, partitions), work) as w:
+        w.wait_ready()
+        argv = [spy_path, "record", "-d", str(a.profile_seconds), "-r", str(a.profile_rate), "-f", "raw"]
+        argv += ["-o", str(out), "--pid", str(w.pid)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            spy_out, _ = proc.communicate(timeout=a.profile_seconds + 60)
+        finally:
+            if proc.poll() is None:
+                stop_process(proc.pid)
+                proc.poll()
+    if not out.exists():
+        return f"py-spy wrote no profile: {spy_out.decode(errors='replace')[-500:]}"
+    keep = a.out.with_name(a.out.stem + "-worker.folded")
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out, keep)
+    total, top_self, project, marked = fold(out)
+    return Profile(total, a.profile_seconds, a.profile_rate, str(keep), top_self, project, marked)
+
+
+# ---------------------------------------------------------------- report
+
+
+def throughput_table(runs: Sequence[ConsumerRun]) -> str:
+    header = [
+        "consumer",
+        "events/s",
+        "records/s",
+        "seconds",
+        "start-up s",
+        "1st after ready s",
+        "cores",
+        "ev/CPU-s",
+        "count",
+    ]
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else fmt.format(v)
+
+    body = [
+        [
+            r.name,
+            f"{r.events_per_s:,.0f}",
+            f"{r.records_per_s:,.0f}",
+            f"{r.seconds:.2f}",
+            num(r.startup_s, "{:.1f}"),
+            num(r.first_after_ready_s, "{:.2f}"),
+            num(r.cpu_share, "{:.2f}"),
+            num(r.events_per_cpu_s, "{:,.0f}"),
+            "ok" if r.counts_ok else "MISMATCH",
+        ]
+        for r in runs
+    ]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(b) for b in body)])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_detectors", description=__doc__.split("\n")[0])
+    parser.add_argument("--days", type=int, default=365, help="simulated days (default 365)")
+    parser.add_argument("--travellers", type=int, default=32_000, help="simulated travellers (default 32000)")
+    parser.add_argument("--seed", type=int, default=1, help="simulation and sample seed (default 1)")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions per topic (default 6)")
+    parser.add_argument("--window", type=int, default=1000, help="replay lines per write and tick (default 1000)")
+    parser.add_argument("--rate", type=float, default=2000.0, help="latency phase: events/s (default 2000)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="latency phase: seconds of load (default 30)")
+    parser.add_argument("--slot-ms", type=int, default=20, help="latency phase: ms between writes (default 20)")
+    parser.add_argument("--tick-ms", type=int, default=100, help="latency phase: ms between clock ticks (default 100)")
+    parser.add_argument("--risky-share", type=float, default=0.2, help="latency: risky share of departures (0.2)")
+    parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto", help="py-spy pass (auto)")
+    parser.add_argument("--profile-seconds", type=int, default=10, help="py-spy duration (default 10)")
+    parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s (default 200)")
+    parser.add_argument("--skip-latency", action="store_true", help="throughput phase only")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/detectors.json"), help="JSON results file")
+    # the child roles (this module runs itself as the bare faust agent and the raw consumers)
+    parser.add_argument("--role", choices=("bench", "bare-faust", "raw-decode", "raw-plain"), default="bench")
+    parser.add_argument("--bootstrap", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=900.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv, namespace=Namespace())
+    for name in ("days", "travellers", "partitions", "window", "slot_ms", "tick_ms", "profile_seconds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.rate <= 0 or args.seconds <= 0 or not 0 < args.risky_share <= 1:
+        parser.error("--rate and --seconds must be positive, --risky-share in (0, 1]")
+    return args
+
+
+class Namespace(argparse.Namespace):
+    days: int
+    travellers: int
+    seed: int
+    partitions: int
+    window: int
+    rate: float
+    seconds: float
+    slot_ms: int
+    tick_ms: int
+    risky_share: float
+    profile: str
+    profile_seconds: int
+    profile_rate: int
+    skip_latency: bool
+    out: Path
+    role: str
+    bootstrap: str
+    prefix: str
+    expect: int
+    result: str
+    timeout: float
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.role == "bare-faust":
+        return role_bare_faust(args)
+    if args.role in ("raw-decode", "raw-plain"):
+        return role_raw(args)
+
+    load_at_start = os.getloadavg()[0]
+    say(
+        f"detector bench: simulation {args.days} days x {args.travellers:,} travellers (seed {args.seed}), "
+        f"{args.partitions} partitions; {os.cpu_count()} CPUs, load {load_at_start:.2f}"
+    )
+    run_id = uuid.uuid4().hex[:6]
+    runs: list[ConsumerRun] = []
+    latency: LatencyResult | None = None
+    profile: Profile | str | None = None
+    with tempfile.TemporaryDirectory(prefix="pora-bench-det-") as tmp, running_broker() as bootstrap:
+        work = Path(tmp)
+        say(f"broker: {bootstrap}; logs in {work}")
+
+        t0 = time.perf_counter()
+        sim_path = work / "simulation.jsonl"
+        sim = write_simulation(args.days, args.travellers, args.seed, SIM_START, sim_path, work / "truth.jsonl")
+        events = len(sim.events)
+        kinds = Counter(e["kind"] for e in sim.events)
+        del sim
+        gc.collect()
+        say(
+            f"simulated {events:,} events ({', '.join(f'{k} {n:,}' for k, n in kinds.items())}) in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
+
+        loaded = load(bootstrap, f"bd-{run_id}-tp.", args.partitions, sim_path, events, args.window)
+        say(
+            f"replayed onto {loaded.prefix} in {loaded.replay_s:.1f}s "
+            f"({loaded.events / loaded.replay_s:,.0f} events/s): {loaded.records:,} records on the "
+            f"{len(INPUTS)} input topics ({loaded.ticks} tick rounds)"
+        )
+        t0 = time.perf_counter()
+        expected_ids = reference_alert_ids(bootstrap, loaded.prefix)
+        say(f"reference engine: {len(expected_ids):,} alert records expected ({time.perf_counter() - t0:.1f}s)")
+
+        say("timing the detector worker ...")
+        runs.append(worker_throughput(bootstrap, loaded, args.partitions, expected_ids, work))
+        say("timing the bare faust agent ...")
+        runs.append(
+            counting_run("bare faust agent", "bare-faust", bootstrap, loaded, args.partitions, work, faust_log=True)
+        )
+        say("timing raw aiokafka ...")
+        runs.append(
+            counting_run(
+                "raw aiokafka + decode", "raw-decode", bootstrap, loaded, args.partitions, work, faust_log=False
+            )
+        )
+        runs.append(
+            counting_run(
+                "raw aiokafka, no decode", "raw-plain", bootstrap, loaded, args.partitions, work, faust_log=False
+            )
+        )
+        say()
+        say(throughput_table(runs))
+        worker, bare, raw_dec, raw_plain = runs
+        ratios = {
+            "worker_vs_bare_faust": worker.events_per_s / bare.events_per_s,
+            "worker_vs_raw_decode": worker.events_per_s / raw_dec.events_per_s,
+            "bare_faust_vs_raw_decode": bare.events_per_s / raw_dec.events_per_s,
+            "raw_decode_vs_raw_plain": raw_dec.events_per_s / raw_plain.events_per_s,
+        }
+        say(
+            "ratios: worker/bare faust {worker_vs_bare_faust:.2f}, worker/raw+decode {worker_vs_raw_decode:.3f}, "
+            "bare faust/raw+decode {bare_faust_vs_raw_decode:.2f}, "
+            "raw decode/no decode {raw_decode_vs_raw_plain:.2f}".format(**ratios)
+        )
+        idle = worker.detail.get("cpu_idle_after_ready_s")
+        say(
+            f"worker: {worker.detail['alerts_got']:,}/{worker.detail['alerts_expected']:,} alert records; last alert "
+            f"{worker.seconds:.2f}s after ready, CPU fell idle {idle:.2f}s after ready"
+            if idle is not None
+            else f"worker: {worker.detail['alerts_got']:,}/{worker.detail['alerts_expected']:,} alert records"
+        )
+
+        if not args.skip_latency:
+            say()
+            say(f"latency: {args.rate:,.0f} events/s for {args.seconds:g}s, ticks every {args.tick_ms} ms ...")
+            latency = latency_phase(bootstrap, f"bd-{run_id}-lat.", args.partitions, args, work)
+            lt = latency
+            say(
+                f"sent {lt.events_sent:,} events at {lt.achieved_rate:,.0f}/s ({lt.events_acked:,} acknowledged), "
+                f"{lt.ticks} tick rounds; worker CPU {lt.worker_cpu_share or 0:.2f} cores"
+            )
+            say(
+                f"risky departures {lt.risky_acked}, tppo alerts matched {lt.matched}"
+                + (f", {lt.unmatched_alerts} unmatched" if lt.unmatched_alerts else "")
+                + (f", other alerts {lt.other_alerts}" if lt.other_alerts else "")
+            )
+            say(
+                f"ack → alert seen:      p50 {lt.ack_to_seen_p50_ms:,.0f} ms  p99 {lt.ack_to_seen_p99_ms:,.0f} ms  "
+                f"max {lt.ack_to_seen_max_ms:,.0f} ms"
+            )
+            say(
+                f"reported_at → emitted: p50 {lt.reported_to_emitted_p50_ms:,.0f} ms  "
+                f"p99 {lt.reported_to_emitted_p99_ms:,.0f} ms  max {lt.reported_to_emitted_max_ms:,.0f} ms"
+            )
+            say(f"(floor: rules.toml time.lateness_seconds = {lt.lateness_s:g} s, plus up to one tick interval)")
+            for failure in lt.failures[:5]:
+                say(f"    failure: {failure}")
+
+        throughput_pass = worker.events_per_s >= TARGET_EVENTS_PER_S
+        latency_pass = latency is not None and latency.ack_to_seen_p99_ms < TARGET_P99_S * 1000
+        say()
+        say(
+            f"target worker events/s >= {TARGET_EVENTS_PER_S:,}: {worker.events_per_s:,.0f}  "
+            f"{'PASS' if throughput_pass else 'MISS'}"
+        )
+        if latency is not None:
+            say(
+                f"target alert latency p99 < {TARGET_P99_S * 1000:,.0f} ms: {latency.ack_to_seen_p99_ms:,.0f} ms  "
+                f"{'PASS' if latency_pass else 'MISS'} (lateness {latency.lateness_s:g} s is a floor)"
+            )
+        say("(targets are informational; the machine is shared and noisy)")
+
+        missed = not throughput_pass or (latency is not None and not latency_pass)
+        if args.profile == "always" or (args.profile == "auto" and missed):
+            say()
+            say(f"profiling the worker: replay again onto a fresh prefix, py-spy for {args.profile_seconds}s ...")
+            profile = profile_pass(bootstrap, f"bd-{run_id}-prof.", args.partitions, sim_path, events, args, work)
+            if isinstance(profile, str):
+                say(f"no profile: {profile}")
+            else:
+                say(
+                    f"py-spy: {profile.samples:,} samples (non-idle) over {profile.seconds}s; folded stacks in "
+                    f"{profile.folded_path}"
+                )
+                say("top self time:")
+                for frame, n in profile.top_self:
+                    say(f"  {n / profile.samples:6.1%}  {frame}")
+                say("inclusive, project code:")
+                for frame, n in profile.top_project_inclusive:
+                    say(f"  {n / profile.samples:6.1%}  {frame}")
+                if profile.marked_inclusive:
+                    say("inclusive, marked frames:")
+                    for frame, n in profile.marked_inclusive.items():
+                        say(f"  {n / profile.samples:6.1%}  {frame}")
+
+    ok = all(r.counts_ok for r in runs) and (latency is None or latency.counts_ok)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "bench": "detectors",
+        "at": datetime.now(tz=UTC).isoformat(timespec="seconds"),
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("role", "bootstrap", "prefix", "expect", "result", "timeout")
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": sys.platform,
+            "load_1min_at_start": load_at_start,
+        },
+        "code": code_version(),
+        "workload": {"events": events, "by_kind": dict(kinds), **asdict(loaded)},
+        "alerts_expected": len(expected_ids),
+        "throughput": [asdict(r) for r in runs],
+        "ratios": ratios,
+        "latency": asdict(latency) if latency is not None else None,
+        "targets": {
+            "worker_events_per_s": {"target": TARGET_EVENTS_PER_S, "got": worker.events_per_s, "pass": throughput_pass},
+            "latency_p99_ms": {
+                "target": TARGET_P99_S * 1000,
+                "got": latency.ack_to_seen_p99_ms if latency else None,
+                "pass": latency_pass,
+                "lateness_floor_ms": latency.lateness_s * 1000 if latency else None,
+            },
+        },
+        "profile": asdict(profile) if isinstance(profile, Profile) else profile,
+        "ok": ok,
+    }
+    args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    say(f"results written to {args.out}")
+    if not ok:
+        say("FAILED: a count is off (alerts vs the reference, records consumed, or risky departures without alert)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
