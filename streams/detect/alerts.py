@@ -66,3 +66,23 @@ def alert_record(finding: Finding, *, status: str, step: int, version: str, at: 
         "evidence": [e.as_record() for e in finding.evidence] + [Evidence("window", finding.window).as_record()],
         "reasons": list(finding.reasons),
     }
+
+
+AlertStates = dict[str, tuple[Finding, str, int]]  # alert id -> finding, status, step
+
+
+def transition(states: AlertStates, finding: Finding, status: str) -> int | None:
+    """Record that ``finding`` is RAISED, AMENDED or WITHDRAWN; returns the record's step, or None
+    when nothing changes (raised again on redelivery, or amending what is withdrawn or unknown)."""
+    aid = finding.alert_id
+    known = states.get(aid)
+    if status == "RAISED":
+        if known is not None:
+            return None
+        step = 0
+    else:
+        if known is None or known[1] == "WITHDRAWN":
+            return None
+        step = known[2] + 1
+    states[aid] = (finding, status, step)
+    return step

@@ -17,7 +17,7 @@ from datetime import date
 from typing import Any
 
 from streams import topics
-from streams.detect.alerts import Evidence, Finding, alert_record
+from streams.detect.alerts import AlertStates, Evidence, Finding, alert_record, transition
 from streams.detect.config import RulesConfig
 from streams.detect.person import EPOCH_ORDINAL, day_start, days, local_day, ms, show_day
 from streams.detect.timeline import EVENT, Timeline
@@ -74,7 +74,7 @@ class EntityDetector:
         self.timeline = Timeline(inputs, int(rules.time.lateness_seconds * 1000))
         self.establishments: dict[str, Establishment] = {}
         self.sponsors: dict[str, Sponsor] = {}
-        self.alerts: dict[str, tuple[Finding, str, int]] = {}
+        self.alerts: AlertStates = {}
         self.applied: set[str] = set()
         self._clock = clock or (lambda: int(_time.time() * 1000))
         self._out: list[dict[str, Any]] = []
@@ -117,17 +117,9 @@ class EntityDetector:
     # ------------------------------------------------------------------ alerts
 
     def _emit(self, finding: Finding, at: int, status: str = "RAISED") -> None:
-        aid = finding.alert_id
-        known = self.alerts.get(aid)
-        if status == "RAISED":
-            if known is not None:
-                return
-            step = 0
-        else:
-            if known is None or known[1] == "WITHDRAWN":
-                return
-            step = known[2] + 1
-        self.alerts[aid] = (finding, status, step)
+        step = transition(self.alerts, finding, status)
+        if step is None:
+            return
         self._out.append(
             alert_record(finding, status=status, step=step, version=self.rules.version, at=at, emitted_at=self._clock())
         )

@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import Any
 
 from streams import topics
-from streams.detect.alerts import Evidence, Finding, alert_record
+from streams.detect.alerts import AlertStates, Evidence, Finding, alert_record, transition
 from streams.detect.config import RulesConfig
 from streams.detect.timeline import EVENT, NEVER, Timeline
 
@@ -97,7 +97,7 @@ class Person:
     permit: Permit | None = None
     checkins: dict[str, CheckIn] = field(default_factory=dict)
     screened_at: dict[str, str] = field(default_factory=dict)  # checkpoint id -> departure event id
-    alerts: dict[str, tuple[Finding, str, int]] = field(default_factory=dict)  # id -> finding, status, step
+    alerts: AlertStates = field(default_factory=dict)
     applied: set[str] = field(default_factory=set)
 
     @property
@@ -164,17 +164,9 @@ class PersonDetector:
     # ------------------------------------------------------------------ alerts
 
     def _emit(self, person: Person, finding: Finding, at: int, status: str = "RAISED") -> None:
-        aid = finding.alert_id
-        known = person.alerts.get(aid)
-        if status == "RAISED":
-            if known is not None:
-                return  # the same finding again (redelivery, replay): already raised
-            step = 0
-        else:
-            if known is None or known[1] == "WITHDRAWN":
-                return
-            step = known[2] + 1
-        person.alerts[aid] = (finding, status, step)
+        step = transition(person.alerts, finding, status)
+        if step is None:
+            return
         self._out.append(
             alert_record(finding, status=status, step=step, version=self.rules.version, at=at, emitted_at=self._clock())
         )
