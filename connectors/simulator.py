@@ -4,10 +4,14 @@
 foreign visitors entering at Batam Centre, Soekarno-Hatta, Ngurah Rai and Kualanamu with
 VISA_EXEMPT, VOA or VISITOR_VISA (``authorised_until`` = arrival date + ``[stay]`` days - 1),
 staying at hotels in Batam, Bali, Jakarta and Medan, extending a VoA, leaving; ITAS workers of the
-Mojokerto sponsor living at its company mess; Indonesian citizens departing and coming home. Each
-event is in the gateway's JSON form (``schemas/validation.py``) with a unique client ``event_id``
-and a ``reported_at`` for a trusted-clock replay, both timestamps ISO 8601 with the source's own
-offset (WITA +08:00 in Bali, WIB +07:00 elsewhere). The same arguments give the same output.
+Mojokerto sponsor living at its company mess; Indonesian citizens departing and coming home. Then,
+whatever ``travellers``, the second stage's cast: companies in Mojokerto, Batam and Jakarta employing
+foreigners on ITAS (permit updates naming ``sponsor_id``, monthly ``sponsor_report`` rosters) and
+three guesthouses whose guests are foreign residents. Each event is in the gateway's JSON form
+(``schemas/validation.py``) with a unique client ``event_id`` and a ``reported_at`` for a
+trusted-clock replay, both timestamps ISO 8601 with the source's own offset (WITA +08:00 in Bali,
+WIB +07:00 elsewhere). The same arguments give the same output; the second stage is drawn after the
+travellers, so their events and truth are what they were before it existed.
 
 Most travellers behave: they check in at the hotel they declared within hours, the hotel reports
 within hours (crossings within minutes), they check out and leave before their permit ends.
@@ -20,6 +24,25 @@ before it); guests leaving without a CHECK_OUT or staying 2-4 days past their ex
 duplicate check-ins withdrawn by a CANCEL; room CORRECTIONs; citizens whose journey reaches the
 TPPO threshold, or just misses it (scores 2-4, a passport issued 30 and 31 days before), some
 trying again at another checkpoint (previous_delay) or at the same one.
+
+The second stage (``Simulation.entities`` names each establishment's and sponsor's scenario;
+``scenarios`` also names the people it adds). Each sponsor's ITAS are GRANTED by its office, a few
+days after the arrival for holders who arrive in the story (authorised for a year, living at the
+company's address), the same day for the others, already in Indonesia, who never cross (no arrival:
+no person rule concerns them). From the month it became known, a sponsor reports each calendar
+month during working hours before day ``sponsor.due_day`` of the next, its roster naming (with address
+and job) whom its permits name at that moment, with JOINED/LEFT changes; PT Sinar Baja Mojokerto's
+workers are the itas_worker travellers. Minorities: a sponsor that stops after its first report
+(sponsor.overdue for each month due before the end); one whose second report comes 1-4 days after
+the due day (the overdue stands: RULES.md withdraws none); the Mojokerto pattern of more foreigners
+at work than on the books, at a small scale: a ceramics firm leaving five of its nine first
+permit holders off every roster (roster_mismatch, HIGH); a Batam yard listing a worker without a
+permit from it and keeping one whose permit it had CANCELLED (roster_mismatch); a CANCELLED permit
+that its sponsor drops from the roster (no alert). The guesthouses report check-ins on most days
+(never two days running without), then go silent: for good; until reminded 4-12 days after the
+alert; or with a guest of the silence's last evening typed in the next morning, after the alert
+(raised, then withdrawn). Their guests' check-ins and check-outs are reported within hours, so they
+raise no person rule either.
 
 The truth is not taken from the scenarios: :func:`ground_truth` applies ``streams/detect/RULES.md``
 literally to the events themselves, one person's timeline at a time (facts as known at an instant
@@ -38,6 +61,11 @@ What the truth holds
     tppo.screening; the establishment for report.late, report.missing (the declared one) and
     report.checkout_missing ("establishment and person"). Window: the A date for overstay and
     permit.expiring, else the ``event_id`` the alert is about (check-in, arrival or departure).
+    Second stage: ``{"establishment_id"}`` and the last report day (``YYYY-MM-DD``) for
+    establishment.silent; ``{"sponsor_id"}`` and the month (``YYYY-MM``) for sponsor.overdue, the
+    report's ``event_id`` for sponsor.roster_mismatch. Every establishment that meets the rule is in
+    it, whatever its scenario: with about one check-in a day, an ordinary hotel of the traveller
+    population goes silent (3 days) now and then too.
 
 The horizon
     ``end`` is the last day at 23:00 WIB. Nothing is reported in its last 10 minutes and no
@@ -77,13 +105,58 @@ Readings of RULES.md, and cases never generated because RULES.md does not settle
       ``reported_at``; ``new_passport`` when departure date - issue date <= ``passport_new_days``.
       No two journeys share an agent, group or booking reference, so the not-yet-evaluated
       ``group_same_agent`` indicator would leave the truth as it is.
+
+The second stage's rules, as :func:`ground_truth` applies them (where RULES.md leaves room; a
+detector must do the same to match the truth)
+    Facts known at an instant are the events reported before it (ordered by ``reported_at``, then
+    ``event_id``); only events reported before ``end`` count. Days are WIB dates.
+
+    establishment.silent
+      - A check-in's report day is the WIB date of its ``occurred_at``. Every CHECK_IN counts,
+        including one later cancelled or corrected; CHECK_OUT, CORRECTION and CANCEL do not.
+      - D = the establishment's distinct known report days, L = max D (the last report day: the
+        window), F = min D. History: L - F >= ``min_history_days``. Regular: at least
+        ``min_report_days`` days of D lie in L-27 .. L (the 28 days ending with L).
+      - Median gap: the median of the differences between consecutive days of D (its whole history
+        up to L); for an even number of differences, the mean of the two middle ones (Python's
+        ``statistics.median``). N = max(``min_silent_days``, ceil(``silence_factor`` x median)), in
+        floating point: gaps 1, 1, 2, 2 give 1.5 and N = ceil(4.5) = 5.
+      - Raised at the first instant, at or after 00:00 WIB of day L + N, at which the facts known
+        give this L, the history, the regularity and this N (N is taken from the facts known then:
+        a late report of an older day may change it). If they come to hold only after that moment
+        (a late report of an older day), it is raised at once, on that report. Once per window.
+      - WITHDRAWN when a check-in of a day d with L < d < L + N (N as raised: the days before the
+        alert's moment) becomes known after it, even if the establishment has reported a newer day
+        meanwhile. A check-in of day L + N or later, however late, happened after the alert: the
+        silence was real and the alert stands. After a withdrawal the newest day is d, and a new
+        silence from it is judged as above (at once, if its moment has passed).
+    sponsor.overdue
+      - A sponsor becomes known at the ``reported_at`` of the first permit update naming it or of
+        its first report, whichever is first; K = that moment's WIB month. For every month M after
+        K whose due moment, 00:00 WIB of day ``due_day`` of M+1, is before ``end``: the alert when
+        no report of the sponsor with ``period_end`` >= the last day of M was reported before the
+        due moment. Never withdrawn: a late report leaves it standing.
+    sponsor.roster_mismatch
+      - On each report R: the facts are the permit updates naming R's sponsor reported before R;
+        for each person (nationality, document number normalised: what ``person_key`` hashes) the
+        latest by ``occurred_at``; expected are those whose latest is not CANCELLED and whose
+        ``valid_until`` >= R's ``period_end`` (facts carry no ``valid_from``: a permit granted after
+        the period but known by the report counts). The alert when the roster's people differ from
+        the expected (omitted or unlisted, in either direction). Permit updates without a
+        ``sponsor_id`` are no facts.
+      - Never generated (:class:`AmbiguousCase`): a person with permits naming two sponsors (each
+        sponsor's detector sees its own facts only, so "latest permit fact" would differ), two
+        permit facts of a person at the same ``occurred_at``, a roster naming someone twice, a
+        report or check-in reported exactly at a due moment or silence deadline.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
+import statistics
 import tomllib
 from bisect import bisect_left
 from collections import defaultdict
@@ -96,7 +169,7 @@ from typing import Any
 from connectors.samples import CHECKPOINTS as _SAMPLE_CHECKPOINTS
 from connectors.samples import ESTABLISHMENTS as _SAMPLE_ESTABLISHMENTS
 from connectors.samples import SPONSOR
-from schemas.person import CITIZEN
+from schemas.person import CITIZEN, normalise_document_number
 from schemas.validation import parse_timestamp_ms
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "streams" / "rules.toml"
@@ -130,6 +203,12 @@ class Rules:
     risk_countries: frozenset[str]
     moratorium_countries: frozenset[str]
     weights: dict[str, float]
+    silent_min_history_days: int
+    silent_min_report_days: int
+    silence_factor: float
+    min_silent_days: int
+    sponsor_due_day: int
+    omitted_high: int
 
 
 def load_rules(path: Path = RULES_PATH) -> Rules:
@@ -148,6 +227,12 @@ def load_rules(path: Path = RULES_PATH) -> Rules:
         risk_countries=frozenset(tppo["risk_countries"]),
         moratorium_countries=frozenset(tppo["moratorium_countries"]),
         weights={str(k): float(v) for k, v in tppo["weights"].items()},
+        silent_min_history_days=int(raw["establishment_silent"]["min_history_days"]),
+        silent_min_report_days=int(raw["establishment_silent"]["min_report_days"]),
+        silence_factor=float(raw["establishment_silent"]["silence_factor"]),
+        min_silent_days=int(raw["establishment_silent"]["min_silent_days"]),
+        sponsor_due_day=int(raw["sponsor"]["due_day"]),
+        omitted_high=int(raw["sponsor"]["omitted_high"]),
     )
 
 
@@ -285,6 +370,20 @@ _REGIONS: dict[str, _Region] = {
 _REGION_WEIGHTS = (("batam", 30), ("bali", 40), ("jakarta", 20), ("medan", 10))
 
 
+def _next_month(first: date) -> date:
+    """The first day of the month after the one ``first`` lies in."""
+    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+def _key_of(identity: dict[str, Any]) -> tuple[str, str]:
+    """The person a report names: nationality and normalised document number (what person_key hashes)."""
+    return str(identity["nationality"]).upper(), normalise_document_number(str(identity["document_number"]))
+
+
+def _occ_key(body: Event) -> tuple[int, str]:
+    return parse_timestamp_ms(body["occurred_at"]), str(body["event_id"])
+
+
 def _longest(stays: list[_Stay]) -> _Stay:
     return max(stays, key=lambda s: (s.check_out or s.check_in + 365 * DAY) - s.check_in)
 
@@ -352,6 +451,138 @@ _PRIVATE_ADDRESSES = (
 )
 
 
+# ---------------------------------------------------------------- establishments and sponsors (second stage)
+
+
+@dataclass(frozen=True)
+class _QuietHotel:
+    """A small guesthouse whose guests are foreign residents (no crossing in the story); it reports
+    check-ins on most days, then goes silent: for good, until the office reminds it, or with a check-in
+    of the silence's last evening typed in the next morning, after the silence alert (withdrawn)."""
+
+    est: dict[str, str]
+    scenario: str  # silent_for_good | silent_resumes | silent_late_report
+    nationalities: tuple[tuple[str, float], ...]
+
+
+_QUIET_HOTELS: tuple[_QuietHotel, ...] = (
+    _QuietHotel(
+        _est("EST-MJK-0002", "Hotel Raden Wijaya Trowulan", "Kabupaten Mojokerto", "KANIM-MALANG"),
+        "silent_resumes",
+        (("CHN", 40), ("KOR", 20), ("JPN", 15), ("IND", 15), ("MYS", 10)),
+    ),
+    _QuietHotel(
+        _est("EST-JKT-0004", "Wisma Cikini Guesthouse", "Kota Jakarta Pusat", "KANIM-JAKARTA-PUSAT"),
+        "silent_for_good",
+        (("JPN", 25), ("KOR", 20), ("CHN", 15), ("USA", 10), ("NLD", 10), ("AUS", 10), ("IND", 10)),
+    ),
+    _QuietHotel(
+        _est("EST-BTM-0005", "Sekupang Bay Guesthouse", "Kota Batam", "KANIM-BATAM"),
+        "silent_late_report",
+        (("SGP", 35), ("MYS", 25), ("CHN", 15), ("IND", 10), ("PHL", 10), ("KOR", 5)),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class _SponsorSpec:
+    """A company employing foreigners on ITAS it sponsors (``sponsor_id`` on their permits)."""
+
+    sponsor: dict[str, str]
+    scenario: str
+    hires: int  # ITAS granted in the first two weeks
+    later: int  # ... and later on
+    arriving: float  # share of hires who arrive from abroad in the story (the others are already here)
+    checkpoint: dict[str, str]
+    nationalities: tuple[tuple[str, float], ...]
+    address: str
+    jobs: tuple[str, ...]
+    work_location: str | None = None
+    hidden: int = 0  # roster_omits: hires never put on the roster
+    cancelled: int = 0  # permits cancelled (the worker leaves the company)
+
+
+def _sponsor(sid: str, name: str, region: str, office: str) -> dict[str, str]:
+    return {"sponsor_id": sid, "name": name, "region": region, "office": office}
+
+
+_SPONSORS: tuple[_SponsorSpec, ...] = (
+    _SponsorSpec(  # its ITAS workers are the itas_worker travellers
+        dict(SPONSOR),
+        "regular",
+        0,
+        0,
+        1.0,
+        SOEKARNO_HATTA,
+        (("CHN", 1),),
+        f"Mess {SPONSOR['name']}, Ngoro, Mojokerto",
+        ("Furnace engineer", "Rolling mill technician", "Metallurgist", "Quality control supervisor"),
+    ),
+    _SponsorSpec(  # the Mojokerto pattern: more foreigners at work than on the sponsor's books
+        _sponsor("SPN-MJK-0002", "PT Ngoro Keramik Industri", "Kabupaten Mojokerto", "KANIM-MALANG"),
+        "roster_omits",
+        9,
+        2,
+        0.0,
+        SOEKARNO_HATTA,
+        (("CHN", 75), ("IND", 15), ("KOR", 10)),
+        "Perumahan Ngoro Industri Blok C, Mojokerto",
+        ("Kiln operator", "Glaze technician", "Production supervisor", "Maintenance engineer"),
+        "Kawasan Industri Ngoro, Mojokerto",
+        hidden=5,
+    ),
+    _SponsorSpec(
+        _sponsor("SPN-MJK-0003", "CV Trawas Mebel Jati", "Kabupaten Mojokerto", "KANIM-MALANG"),
+        "stops_reporting",
+        3,
+        0,
+        0.0,
+        SOEKARNO_HATTA,
+        (("CHN", 50), ("MYS", 30), ("IND", 20)),
+        "Jl. Raya Trawas 88, Mojokerto",
+        ("Furniture designer", "Export manager", "Finishing specialist"),
+    ),
+    _SponsorSpec(
+        _sponsor("SPN-BTM-0001", "PT Batamindo Shipyard Engineering", "Kota Batam", "KANIM-BATAM"),
+        "regular_with_cancellation",
+        6,
+        2,
+        0.4,
+        BATAM_CENTRE,
+        (("SGP", 25), ("MYS", 20), ("IND", 20), ("PHL", 20), ("KOR", 15)),
+        "Mess Batamindo, Jl. Brigjen Katamso, Tanjung Uncang, Batam",
+        ("Naval architect", "Welding inspector", "Project engineer", "Safety officer", "Crane supervisor"),
+        "Galangan Tanjung Uncang, Batam",
+        cancelled=1,
+    ),
+    _SponsorSpec(
+        _sponsor("SPN-BTM-0002", "PT Tanjung Uncang Offshore Fabrication", "Kota Batam", "KANIM-BATAM"),
+        "roster_unlisted",
+        4,
+        1,
+        0.0,
+        BATAM_CENTRE,
+        (("PHL", 40), ("IND", 30), ("MYS", 30)),
+        "Asrama PT TUOF, Jl. Trans Barelang, Batam",
+        ("Welding foreman", "Pipe fitter", "Rigging supervisor", "QA/QC inspector"),
+        "Yard TUOF, Tanjung Uncang, Batam",
+        cancelled=1,
+    ),
+    _SponsorSpec(
+        _sponsor("SPN-JKT-0001", "PT Nusantara Data Teknologi", "Kota Jakarta Selatan", "KANIM-JAKARTA-SELATAN"),
+        "reports_late",
+        5,
+        2,
+        0.5,
+        SOEKARNO_HATTA,
+        (("JPN", 25), ("KOR", 20), ("IND", 25), ("SGP", 15), ("USA", 15)),
+        "Apartemen Kemang Village Tower B, Jakarta Selatan",
+        ("Software architect", "Data engineer", "Head of product", "Cloud consultant"),
+        "Menara Sentraya lt. 21, Jakarta Selatan",
+    ),
+)
+
+
 # ---------------------------------------------------------------- the result
 
 
@@ -364,7 +595,8 @@ class Simulation:
     end: datetime
     rules_version: str
     withdrawn: list[dict[str, Any]] = field(default_factory=list)
-    scenarios: dict[str, str] = field(default_factory=dict)  # "NAT:DOCUMENT" -> scenario of that traveller
+    scenarios: dict[str, str] = field(default_factory=dict)  # "NAT:DOCUMENT" -> scenario of that person
+    entities: dict[str, str] = field(default_factory=dict)  # establishment_id / sponsor_id -> its scenario
 
     def write(self, events_path: str | Path, truth_path: str | Path) -> None:
         """Both as JSON lines: ``{"kind", "event"}`` per event, one label per line."""
@@ -456,6 +688,10 @@ class _Generator:
         self._repeats = 0
         self._escalated_stay = False
         self._escalated_exit = False
+        self.entities: dict[str, str] = {}
+        self.cancelled_staff: dict[str, set[tuple[str, str]]] = {}  # sponsor_id -> holders cancelled
+        self.ghosts: dict[str, _Person] = {}  # sponsor_id -> a roster entry with no permit
+        self.jobs: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------ small helpers
 
@@ -1419,6 +1655,239 @@ class _Generator:
                 self.citizen(scenario)
             else:
                 self.foreigner(scenario)
+        self.second_stage()
+
+    # ------------------------------------------------------------ the second stage: quiet hotels and sponsors
+
+    def second_stage(self) -> None:
+        """Drawn after the travellers, so that their events (and truth) stay as they were for a seed."""
+        for hotel in _QUIET_HOTELS:
+            self.quiet_hotel(hotel)
+        for spec in _SPONSORS:
+            self.sponsor_staff(spec)
+        for spec in _SPONSORS:
+            self.sponsor_reports(spec)
+
+    def report_days(self, first: int, last: int) -> list[int]:
+        """Days with a check-in: most days, never two days in a row without one."""
+        out: list[int] = []
+        d = first
+        while d <= last:
+            out.append(d)
+            d += self.rng.choice((1, 1, 1, 2))
+        return out
+
+    def resident_stay(self, hotel: _QuietHotel, check_in: int, reported: int | None = None) -> None:
+        """A foreign resident (no crossing in the story) staying 1-3 nights, both movements reported within
+        hours (``reported``: the check-in's report time instead)."""
+        r = self.rng
+        p = self.person(self.weighted(hotel.nationalities))
+        self.scenarios[p.key] = "resident_guest"
+        tz = _tz_of_establishment(hotel.est)
+        out_day = self.day_index(check_in, tz) + r.randint(1, 3)
+        permit = r.choice(("ITAS", "ITAS", "ITAS", "ITAP"))
+        stay = _Stay(hotel.est, check_in, self.checkout_time(out_day, tz), self.day(out_day), permit=permit)
+        room = str(r.randrange(1, 24))
+        self.guest_event(p, stay, "CHECK_IN", reported or check_in + self.delay(120, 3 * 3600), room)
+        assert stay.check_out is not None
+        self.guest_event(p, stay, "CHECK_OUT", stay.check_out + self.delay(120, 3 * 3600), room)
+
+    def quiet_hotel(self, hotel: _QuietHotel) -> None:
+        r = self.rng
+        tz = _tz_of_establishment(hotel.est)
+        first = r.randint(0, 3)
+        latest = self.days - (8 if hotel.scenario == "silent_for_good" else 12)
+        if latest < first + 21:
+            return  # too short a story for a history and a silence
+        days = self.report_days(first, r.randint(first + 21, latest))
+        n = silence_days(days, self.rules)
+        if n is None:
+            return
+        self.entities[hotel.est["establishment_id"]] = hotel.scenario
+        for d in days:
+            for _ in range(r.choice((1, 1, 1, 2))):
+                self.resident_stay(hotel, self.at(d, self.secs(12, 20), tz))
+        last = days[-1]
+        if hotel.scenario == "silent_for_good":
+            return
+        if hotel.scenario == "silent_resumes":  # the office phones; reporting resumes days after the alert
+            again = last + n + r.randint(4, 12)
+        else:  # a guest of the silence's last evening, typed in the next morning: after the alert
+            late_in = self.at(last + n - 1, self.secs(19, 22.5), tz)
+            self.resident_stay(hotel, late_in, self.at(last + n, self.secs(0.3, 7.5), tz) + r.randrange(1, 1000))
+            again = last + n
+        for d in self.report_days(again, self.days - 1):
+            for _ in range(r.choice((1, 1, 1, 2))):
+                self.resident_stay(hotel, self.at(d, self.secs(12, 20), tz))
+
+    def sponsored_permit(
+        self,
+        p: _Person,
+        spec: _SponsorSpec,
+        action: str,
+        occurred: int,
+        number: str,
+        valid_until: date,
+        valid_from: date | None = None,
+    ) -> Event:
+        body: Event = {
+            "event_id": self._id("prm"),
+            "occurred_at": "",
+            "reported_at": "",
+            "action": action,
+            "permit_type": "ITAS",
+            "permit_number": number,
+            "holder": dict(p.identity),
+            "valid_from": valid_from.isoformat() if valid_from is not None else None,
+            "valid_until": valid_until.isoformat(),
+            "sponsor_id": spec.sponsor["sponsor_id"],
+            "office": spec.sponsor["office"],
+        }
+        return self.emit("permit_update", body, occurred, occurred + self.delay(60, 1800), WIB_H)
+
+    def sponsor_staff(self, spec: _SponsorSpec) -> None:
+        """The sponsor's ITAS holders, GRANTED by its office: those who arrive in the story a few days
+        after their arrival (authorised until the permit's end, living at the company's address; their
+        ITAS runs for as many years as it takes to end after the story, so that no person rule concerns
+        them); the others, already in Indonesia, never cross. Some of the latter are CANCELLED a month or two later
+        (none who arrived: a cancellation shortening a known stay is a case the person rules leave open)."""
+        r = self.rng
+        sid = spec.sponsor["sponsor_id"]
+        self.entities[sid] = spec.scenario
+        plan = [r.randrange(min(14, self.days)) for _ in range(spec.hires)]
+        if self.days > 14:
+            plan += [r.randrange(14, self.days) for _ in range(spec.later)]
+        may_leave: list[tuple[_Person, int, str]] = []
+        for i, day in enumerate(plan):
+            p = self.person(self.weighted(spec.nationalities))
+            self.scenarios[p.key] = "sponsored_unreported" if i < spec.hidden else "sponsored"
+            number = f"ITAS-{self.day(day).year}-{r.randrange(100_000, 999_999)}"
+            until = self.day(day) + timedelta(days=364)
+            if r.random() < spec.arriving:
+                self.scenarios[p.key] += "_arrives"
+                while (until - self.start).days - self.rules.warn_before_days < self.days:
+                    until += timedelta(days=365)  # an ITAS of several years: no warning within the story
+                details = {
+                    "permit_type": "ITAS",
+                    "authorised_until": until.isoformat(),
+                    "declared_address": spec.address,
+                }
+                tz = _tz_of_checkpoint(spec.checkpoint)
+                self.crossing(p, spec.checkpoint, "ARRIVAL", self.at(day, self.secs(6, 21), tz), arrival=details)
+                granted = self.at(day + r.randint(3, 10), self.secs(8, 15), WIB_H)
+            else:
+                granted = self.at(day, self.secs(8, 15), WIB_H)
+                if spec.hidden <= i < spec.hires:
+                    may_leave.append((p, day, number))
+            self.sponsored_permit(p, spec, "GRANTED", granted, number, until, self.day(day))
+        for p, day, number in may_leave[: spec.cancelled]:
+            if day + 30 > self.days - 3:
+                continue
+            gone = r.randint(day + 30, min(day + 55, self.days - 3))  # after a report or two listing them
+            self.scenarios[p.key] = "sponsored_cancelled"
+            self.cancelled_staff.setdefault(sid, set()).add(_key_of(p.identity))
+            occurred = self.at(gone, self.secs(8, 15), WIB_H)
+            self.sponsored_permit(p, spec, "CANCELLED", occurred, number, self.day(gone + r.randint(7, 30)))
+        if spec.scenario == "roster_unlisted":  # on its roster, without a permit from it (working on another stay)
+            ghost = self.person(self.weighted(spec.nationalities))
+            self.scenarios[ghost.key] = "unlisted_worker"
+            self.ghosts[sid] = ghost
+
+    def sponsor_reports(self, spec: _SponsorSpec) -> None:
+        """Monthly, for the previous calendar month, at a working-hours moment of day 1 .. due_day - 1, from
+        the month in which the sponsor became known (its first permit reported). The roster is whom its
+        permits name at the report's moment, except where the scenario says otherwise."""
+        r = self.rng
+        sid = spec.sponsor["sponsor_id"]
+        due = self.rules.sponsor_due_day
+        cutoff = self.end - 10 * MINUTE
+        facts = sorted(
+            (rep, body["event_id"], body)
+            for rep, _, kind, body in self.out
+            if kind == "permit_update" and body.get("sponsor_id") == sid and rep < cutoff
+        )
+        if not facts:
+            return
+        known = _local_date(facts[0][0])
+        period = date(known.year, known.month, 1)
+        previous: dict[tuple[str, str], Event] | None = None
+        for n in itertools.count():
+            following = _next_month(period)
+            late = spec.scenario == "reports_late" and n == 1
+            day_of_month = r.randint(due + 1, due + 4) if late else r.randint(1, due - 1)
+            occurred = self.at((following.replace(day=day_of_month) - self.start).days, self.secs(8, 16), WIB_H)
+            reported = occurred + self.delay(5, 900)
+            if reported >= cutoff:
+                return
+            eid = self._id("spr")
+            known_facts = [body for rep, feid, body in facts if (rep, feid) < (reported, eid)]
+            roster = self.roster(spec, known_facts, following - timedelta(days=1))
+            body: Event = {
+                "event_id": eid,
+                "occurred_at": "",
+                "reported_at": "",
+                "sponsor": dict(spec.sponsor),
+                "period_start": period.isoformat(),
+                "period_end": (following - timedelta(days=1)).isoformat(),
+                "roster": [
+                    {
+                        "foreigner": dict(roster[key]["holder"]),
+                        "permit_number": roster[key]["permit_number"],
+                        "address": spec.address,
+                        "job_title": self.jobs.setdefault(key, r.choice(spec.jobs)),
+                        **({"work_location": spec.work_location} if spec.work_location else {}),
+                    }
+                    for key in sorted(roster)
+                ],
+                "changes": _changes(roster, previous, period, following - timedelta(days=1)),
+            }
+            self.emit("sponsor_report", body, occurred, reported, WIB_H)
+            previous = roster
+            if spec.scenario == "stops_reporting":
+                return
+            period = following
+
+    def roster(self, spec: _SponsorSpec, facts: list[Event], period_end: date) -> dict[tuple[str, str], Event]:
+        """Whom the sponsor lists (person -> the permit it goes by): those whose latest permit names it,
+        is not CANCELLED and runs to ``period_end`` -- less the hidden ones (roster_omits), plus the
+        cancelled ones and a worker without a permit from it (roster_unlisted)."""
+        sid = spec.sponsor["sponsor_id"]
+        latest: dict[tuple[str, str], Event] = {}
+        for body in facts:
+            key = _key_of(body["holder"])
+            if key not in latest or _occ_key(body) > _occ_key(latest[key]):
+                latest[key] = body
+        end = period_end.isoformat()
+        roster = {k: b for k, b in latest.items() if b["action"] != "CANCELLED" and b["valid_until"] >= end}
+        if spec.scenario == "roster_omits":
+            roster = {k: b for k, b in roster.items() if self.scenarios[":".join(k)] != "sponsored_unreported"}
+        if spec.scenario == "roster_unlisted":
+            roster |= {k: b for k, b in latest.items() if k in self.cancelled_staff.get(sid, set())}
+            ghost = self.ghosts.get(sid)
+            if ghost is not None:
+                roster[_key_of(ghost.identity)] = {"holder": ghost.identity, "permit_number": None}
+        return roster
+
+
+def _changes(
+    roster: dict[tuple[str, str], Event], previous: dict[tuple[str, str], Event] | None, start: date, end: date
+) -> list[Event]:
+    """JOINED for those new on the roster (on the first report: whose permit began in the period), LEFT
+    for those dropped since the previous report."""
+    first, last = start.isoformat(), end.isoformat()
+    changes: list[Event] = []
+    for key in sorted(roster):
+        began = roster[key].get("valid_from") or first
+        if (previous is None and began >= first) or (previous is not None and key not in previous):
+            on = min(max(began, first), last)
+            changes.append({"kind": "JOINED", "foreigner": dict(roster[key]["holder"]), "effective_on": on})
+    for key in sorted(previous or {}):
+        if key not in roster:
+            left = (previous or {})[key]
+            changes.append(
+                {"kind": "LEFT", "foreigner": dict(left["holder"]), "effective_on": last, "detail": "permit cancelled"}
+            )
+    return changes
 
 
 # ---------------------------------------------------------------- the truth: RULES.md, literally
@@ -1796,10 +2265,155 @@ def _parse(events: list[dict[str, Any]]) -> dict[tuple[str, str], list[_E]]:
     return people
 
 
+# ---------------------------------------------------------------- the truth: establishments and sponsors
+
+
+def silence_days(days: list[int], rules: Rules) -> int | None:
+    """Days without a check-in that make silent an establishment with these distinct report days (WIB
+    dates as day numbers, ascending), or None while it lacks the history (see the module doc)."""
+    if not days:
+        return None
+    last = days[-1]
+    if last - days[0] < rules.silent_min_history_days:
+        return None
+    if sum(1 for d in days if d > last - 28) < rules.silent_min_report_days:
+        return None
+    gaps = [b - a for a, b in itertools.pairwise(days)]
+    if not gaps:
+        return rules.min_silent_days
+    return max(rules.min_silent_days, math.ceil(rules.silence_factor * statistics.median(gaps)))
+
+
+def _wib_day(ms: int) -> int:
+    return (ms + WIB_H * HOUR) // DAY
+
+
+def _day_start(day: int) -> int:
+    return day * DAY - WIB_H * HOUR
+
+
+def _show_day(day: int) -> str:
+    return date.fromordinal(_EPOCH_ORD + day).isoformat()
+
+
+def _silent(establishment: str, check_ins: list[tuple[int, str, int]], rules: Rules, end: int) -> list[_Label]:
+    """establishment.silent for one establishment's (reported_at, event_id, WIB day) check-ins, known by
+    ``end``: at every instant, the facts known then decide (see the module doc)."""
+    subject = {"establishment_id": establishment}
+    check_ins = sorted(check_ins)
+    labels: list[_Label] = []
+    raised: list[tuple[_Label, int, int]] = []  # label, last report day, silence days
+    days: list[int] = []
+    for k in range(len(check_ins) + 1):
+        since: int | None = None
+        if k:
+            since, _, d = check_ins[k - 1]
+            for label, last, silence in raised:
+                if label.withdrawn_at is None and last < d < last + silence:
+                    label.withdrawn_at = since  # a check-in of a day inside the silence, reported late
+            i = bisect_left(days, d)
+            if i == len(days) or days[i] != d:
+                days.insert(i, d)
+        until = check_ins[k][0] if k < len(check_ins) else end
+        if not days or any(last == days[-1] for _, last, _ in raised):
+            continue
+        n = silence_days(days, rules)
+        if n is None:
+            continue
+        deadline = _day_start(days[-1] + n)
+        if deadline in (since, until):
+            raise AmbiguousCase(f"{establishment}: a check-in reported exactly at a silence deadline")
+        moment = deadline if since is None or deadline > since else since  # passed already: at once
+        if moment < until and moment < end:
+            label = _Label("establishment.silent", subject, _show_day(days[-1]), moment)
+            labels.append(label)
+            raised.append((label, days[-1], n))
+    return labels
+
+
+def _sponsor_labels(sponsor: str, facts: list[_E], reports: list[_E], rules: Rules, end: int) -> list[_Label]:
+    """sponsor.overdue and sponsor.roster_mismatch for one sponsor's permit facts and reports known by ``end``."""
+    subject = {"sponsor_id": sponsor}
+    labels: list[_Label] = []
+    first = min(e.order for e in facts + reports)[0]
+    known = _local_date(first)
+    month = _next_month(date(known.year, known.month, 1))
+    while True:
+        following = _next_month(month)
+        due = _midnight(following.replace(day=rules.sponsor_due_day))
+        if due >= end:
+            break
+        last_day = (following - timedelta(days=1)).isoformat()
+        if any(r.rep == due for r in reports):
+            raise AmbiguousCase(f"{sponsor}: a report reported exactly at a due moment")
+        if not any(r.body["period_end"] >= last_day and r.rep < due for r in reports):
+            labels.append(_Label("sponsor.overdue", subject, month.strftime("%Y-%m"), due))
+        month = following
+    for r in reports:
+        latest: dict[tuple[str, str], _E] = {}
+        for f in facts:
+            if f.order >= r.order:
+                continue
+            key = _key_of(f.body["holder"])
+            other = latest.get(key)
+            if other is not None and other.occ == f.occ:
+                raise AmbiguousCase(f"{sponsor}: two permits of {key} at the same moment")
+            if other is None or f.occ > other.occ:
+                latest[key] = f
+        period_end = r.body["period_end"]
+        expected = {
+            k for k, f in latest.items() if f.body["action"] != "CANCELLED" and f.body["valid_until"] >= period_end
+        }
+        listed = [_key_of(entry["foreigner"]) for entry in r.body["roster"]]
+        if len(set(listed)) != len(listed):
+            raise AmbiguousCase(f"{sponsor}: report {r.eid} lists a foreigner twice")
+        if set(listed) != expected:
+            labels.append(_Label("sponsor.roster_mismatch", subject, r.eid, r.rep))
+    return labels
+
+
+def _entity_labels(events: list[dict[str, Any]], end: int, rules: Rules) -> list[_Label]:
+    check_ins: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+    facts: dict[str, list[_E]] = defaultdict(list)
+    reports: dict[str, list[_E]] = defaultdict(list)
+    sponsors_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for item in events:
+        kind, body = item["kind"], item["event"]
+        if kind not in ("hotel_guest_event", "permit_update", "sponsor_report"):
+            continue
+        if kind == "hotel_guest_event" and body["action"] != "CHECK_IN":
+            continue
+        if kind == "permit_update" and not body.get("sponsor_id"):
+            continue
+        rep = parse_timestamp_ms(body["reported_at"])
+        if rep >= end:
+            continue
+        e = _E(kind, body["event_id"], parse_timestamp_ms(body["occurred_at"]), rep, body)
+        if kind == "hotel_guest_event":
+            check_ins[body["establishment"]["establishment_id"]].append((rep, e.eid, _wib_day(e.occ)))
+        elif kind == "permit_update":
+            facts[body["sponsor_id"]].append(e)
+            sponsors_of[_key_of(body["holder"])].add(body["sponsor_id"])
+        else:
+            reports[body["sponsor"]["sponsor_id"]].append(e)
+    for person, sponsors in sponsors_of.items():
+        if len(sponsors) > 1:
+            raise AmbiguousCase(f"{person}: permits naming two sponsors ({', '.join(sorted(sponsors))})")
+    labels: list[_Label] = []
+    for establishment, items in sorted(check_ins.items()):
+        labels += _silent(establishment, items, rules, end)
+    for sponsor in sorted(facts.keys() | reports.keys()):
+        labels += _sponsor_labels(
+            sponsor, facts.get(sponsor, []), sorted(reports.get(sponsor, []), key=lambda e: e.order), rules, end
+        )
+    return labels
+
+
 def _evaluate(events: list[dict[str, Any]], end: int, rules: Rules) -> list[_Label]:
     labels: list[_Label] = []
     for person, evs in sorted(_parse(events).items()):
         labels += _Timeline(person, evs, rules, end).evaluate()
+    labels += _entity_labels(events, end, rules)
     labels.sort(key=lambda lb: (lb.at, lb.rule, lb.window, json.dumps(lb.subject, sort_keys=True)))
     return labels
 
@@ -1820,7 +2434,8 @@ def ground_truth(
 
 
 def simulate(days: int, travellers: int, seed: int, start: date, *, rules: Rules | None = None) -> Simulation:
-    """``travellers`` people over ``days`` days from ``start`` (00:00 WIB); see the module doc."""
+    """``travellers`` travellers, and the second stage's sponsors and guesthouses, over ``days`` days from
+    ``start`` (00:00 WIB); see the module doc."""
     if days < 1 or travellers < 0:
         raise ValueError("days must be at least 1 and travellers not negative")
     rules = rules or load_rules()
@@ -1831,7 +2446,7 @@ def simulate(days: int, travellers: int, seed: int, start: date, *, rules: Rules
     events = [{"kind": kind, "event": body} for _, _, kind, body in kept]
     end = datetime.fromtimestamp(gen.end / 1000, tz=UTC)
     truth, withdrawn = ground_truth(events, end, rules)
-    return Simulation(events, truth, end, rules.version, withdrawn, dict(gen.scenarios))
+    return Simulation(events, truth, end, rules.version, withdrawn, dict(gen.scenarios), dict(gen.entities))
 
 
 def write_simulation(

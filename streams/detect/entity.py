@@ -144,17 +144,16 @@ class EntityDetector:
             est = self.establishments.setdefault(fact["est"], Establishment(fact["est"]))
             est.name, est.office = fact["name"], fact["office"]
             day = int(fact["day"])
-            if est.report_days and day > est.last_day:
-                # a report inside an open silence means it was late, not silent
-                for finding, status, _ in list(self.alerts.values()):
-                    if (
-                        finding.rule_id == "establishment.silent"
-                        and status != "WITHDRAWN"
-                        and finding.subject.get("establishment_id") == est.id
-                        and int(finding.window_end or 0) >= day_start(day)
-                    ):
-                        finding.reasons = [*finding.reasons, f"a check-in of {show_day(day)} was reported late"]
-                        self._emit(finding, at, "WITHDRAWN")
+            # a check-in from inside a silence already alerted means the report was late, not absent
+            for finding, status, _ in list(self.alerts.values()):
+                if (
+                    finding.rule_id == "establishment.silent"
+                    and status != "WITHDRAWN"
+                    and finding.subject.get("establishment_id") == est.id
+                    and int(finding.window_start or 0) <= day_start(day) < int(finding.window_end or 0)
+                ):
+                    finding.reasons = [*finding.reasons, f"a check-in of {show_day(day)} was reported late"]
+                    self._emit(finding, at, "WITHDRAWN")
             est.report_days.add(day)
             threshold = self._threshold(est)
             if threshold is not None:
@@ -227,10 +226,11 @@ class EntityDetector:
 
     def _fire(self, at: int, payload: tuple[Any, ...]) -> None:
         if payload[0] == "silent":
-            _, est_id, last, threshold = payload
+            _, est_id, last, _ = payload
             est = self.establishments[est_id]
-            if est.last_day != last:
-                return  # it reported again
+            threshold = self._threshold(est)
+            if est.last_day != last or threshold is None or local_day(at) < last + threshold:
+                return  # it reported again, or its rhythm changed and another timer is due
             self._emit(
                 Finding(
                     "establishment.silent",
@@ -248,7 +248,7 @@ class EntityDetector:
                         Evidence("threshold_days", str(threshold)),
                     ],
                     window_start=day_start(last + 1),
-                    window_end=at,
+                    window_end=day_start(last + threshold),
                 ),
                 at,
             )

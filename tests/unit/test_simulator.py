@@ -1,10 +1,13 @@
 """The simulator: valid gateway JSON, deterministic, in replay order, and a ground truth that follows
 streams/detect/RULES.md (checked on whole simulations, on hand-made timelines and by recomputing
-some rules independently)."""
+some rules independently), for the person rules and for the second stage's establishment and
+sponsor rules."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 import time
 from collections import Counter, defaultdict
@@ -25,6 +28,15 @@ RULES_MD = Path(__file__).resolve().parents[2] / "streams" / "detect" / "RULES.m
 WIB_OFFSET_MS = 7 * 3_600_000
 DAY_MS = 86_400_000
 Event = dict[str, Any]
+ENTITY_RULES = frozenset({"establishment.silent", "sponsor.overdue", "sponsor.roster_mismatch"})
+# people the second stage adds (not among ``travellers``)
+SECOND_STAGE_PEOPLE = (
+    "resident_guest",
+    "sponsored",
+    "sponsored_arrives",
+    "sponsored_unreported",
+    "sponsored_cancelled",
+)
 
 
 @cache
@@ -58,8 +70,13 @@ def who(event: Event) -> tuple[str, str]:
 def by_person(s: Simulation) -> dict[tuple[str, str], list[Event]]:
     people: dict[tuple[str, str], list[Event]] = defaultdict(list)
     for item in s.events:
-        people[who(item["event"])].append(item["event"])
+        if item["kind"] != "sponsor_report":
+            people[who(item["event"])].append(item["event"])
     return people
+
+
+def travellers_of(s: Simulation) -> dict[str, str]:
+    return {k: v for k, v in s.scenarios.items() if v not in SECOND_STAGE_PEOPLE and v != "unlisted_worker"}
 
 
 def people_in(s: Simulation, scenario: str) -> list[tuple[str, str]]:
@@ -79,8 +96,10 @@ def labels_of(s: Simulation, person: tuple[str, str]) -> list[dict[str, Any]]:
 
 def rule_ids_in_rules_md() -> set[str]:
     text = RULES_MD.read_text()
-    rules_part = text.split("## Rules", 1)[1].split("\n## ", 1)[0]
-    ids = set(re.findall(r"^- \*\*([a-z_.]+)\*\*:", rules_part, flags=re.MULTILINE))
+    ids: set[str] = set()
+    for section in ("## Rules", "## Establishment and sponsor rules"):
+        part = text.split(section, 1)[1].split("\n## ", 1)[0]
+        ids |= set(re.findall(r"^- \*\*([a-z_.]+)\*\*:", part, flags=re.MULTILINE))
     later = text.split("## Not yet evaluated", 1)[1] if "## Not yet evaluated" in text else ""
     return ids - set(re.findall(r"`([a-z_.]+)`", later))
 
@@ -133,10 +152,15 @@ def test_every_event_lies_inside_the_horizon() -> None:
 def test_population_size_and_mix() -> None:
     s = sim()
     people = by_person(s)
-    assert len(people) == len(s.scenarios) == 500
+    assert len(travellers_of(s)) == 500
+    assert set(people) == {tuple(k.split(":")) for k, v in s.scenarios.items() if v != "unlisted_worker"}
+    added = Counter(v for v in s.scenarios.values() if v in SECOND_STAGE_PEOPLE)
+    assert sum(n for name, n in added.items() if name.startswith("sponsored")) >= 30
+    assert added["resident_guest"] >= 60
+    assert added["sponsored_unreported"] == 5 and added["sponsored_cancelled"] == 2 and added["sponsored_arrives"] >= 1
     assert 4.5 <= len(s.events) / 500 <= 10
     kinds = Counter(item["kind"] for item in s.events)
-    assert set(kinds) == {"border_crossing", "hotel_guest_event", "permit_update"}
+    assert set(kinds) == {"border_crossing", "hotel_guest_event", "permit_update", "sponsor_report"}
     checkpoints = {item["event"]["checkpoint"]["checkpoint_id"] for item in s.events if "checkpoint" in item["event"]}
     assert checkpoints == {"TPI-BATAM-CENTRE", "TPI-SOEKARNO-HATTA", "TPI-NGURAH-RAI", "TPI-KUALANAMU"}
     offices = {item["event"]["establishment"]["office"] for item in s.events if "establishment" in item["event"]}
@@ -181,6 +205,14 @@ def test_same_seed_same_output_and_another_seed_differs() -> None:
     assert json.dumps(a.events) == json.dumps(b.events)
     assert a.truth == b.truth and a.withdrawn == b.withdrawn
     assert json.dumps(a.events) != json.dumps(c.events)
+    full = simulate(days=90, travellers=500, seed=1, start=START)  # the second stage included
+    assert json.dumps(full.events) == json.dumps(sim().events)
+    assert (full.truth, full.withdrawn, full.scenarios, full.entities) == (
+        sim().truth,
+        sim().withdrawn,
+        sim().scenarios,
+        sim().entities,
+    )
 
 
 def test_write_gives_json_lines(tmp_path: Path) -> None:
@@ -195,7 +227,7 @@ def test_write_gives_json_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("days", "travellers", "seed"), [(1, 10, 0), (3, 5, 1), (30, 120, 2), (61, 200, 3)])
 def test_small_and_odd_sizes_work(days: int, travellers: int, seed: int) -> None:
     s = simulate(days=days, travellers=travellers, seed=seed, start=START)
-    assert len(s.scenarios) == travellers
+    assert len(travellers_of(s)) == travellers
     assert all(t["rule_id"] for t in s.truth)
 
 
@@ -211,7 +243,7 @@ def test_fast_enough() -> None:
 def test_every_evaluated_rule_of_rules_md_has_labels() -> None:
     expected = rule_ids_in_rules_md()
     assert {"overstay", "tppo.screening", "report.checkout_missing"} <= expected
-    assert "establishment.silent" not in expected
+    assert expected >= ENTITY_RULES and "whereabouts.unknown" not in expected
     counts = Counter(t["rule_id"] for t in sim().truth)
     assert expected <= set(counts), expected - set(counts)
     assert set(counts) <= expected
@@ -227,6 +259,21 @@ def test_truth_labels_are_unique_and_refer_to_existing_events() -> None:
         assert key not in seen
         seen.add(key)
         assert set(t) == {"rule_id", "subject", "window"}
+        if t["rule_id"] == "establishment.silent":
+            est = t["subject"]["establishment_id"]
+            assert any(
+                e.get("action") == "CHECK_IN"
+                and e["establishment"]["establishment_id"] == est
+                and wib_date(ms(e["occurred_at"])).isoformat() == t["window"]
+                for e in events.values()
+            )
+            continue
+        if t["rule_id"] == "sponsor.overdue":
+            assert re.fullmatch(r"\d{4}-\d{2}", t["window"]) and set(t["subject"]) == {"sponsor_id"}
+            continue
+        if t["rule_id"] == "sponsor.roster_mismatch":
+            assert events[t["window"]]["sponsor"]["sponsor_id"] == t["subject"]["sponsor_id"]
+            continue
         if t["rule_id"] in ("overstay", "permit.expiring"):
             person = (t["subject"]["nationality"], t["subject"]["document_number"])
             untils = {e["arrival"]["authorised_until"] for e in people[person] if e.get("arrival")}
@@ -351,7 +398,7 @@ def test_permit_expiring_recomputed_for_travellers_without_permit_updates() -> N
     checked = 0
     for person, events in by_person(s).items():
         crossings = [e for e in events if "direction" in e]
-        if person[0] == "IDN" or any("valid_until" in e for e in events) or len(crossings) > 2:
+        if person[0] == "IDN" or any("valid_until" in e for e in events) or not 0 < len(crossings) <= 2:
             continue
         arrival = crossings[0]
         until = date.fromisoformat(arrival["arrival"]["authorised_until"])
@@ -428,6 +475,173 @@ def test_tppo_screening_follows_the_profiles() -> None:
     assert seen == set(expected)
     assert {s.scenarios[":".join(p)] for p in people_in(s, "tppo_near")} >= {"tppo_near:khm_31_days"}
     assert "tppo_fires:khm_30_days" in set(s.scenarios.values())
+
+
+# ---------------------------------------------------------------- the second stage on whole simulations
+
+
+def test_each_second_stage_rule_has_labels_and_the_late_report_is_withdrawn() -> None:
+    s = sim()
+    counts = Counter(t["rule_id"] for t in s.truth)
+    assert all(counts[rule] >= 1 for rule in ENTITY_RULES), counts
+    silent = {t["subject"]["establishment_id"] for t in s.truth if t["rule_id"] == "establishment.silent"}
+    assert {"EST-MJK-0002", "EST-JKT-0004"} <= silent  # silent_resumes, silent_for_good
+    late = [w for w in s.withdrawn if w["subject"] == {"establishment_id": "EST-BTM-0005"}]
+    assert [w["rule_id"] for w in late] == ["establishment.silent"]
+    assert s.entities["EST-BTM-0005"] == "silent_late_report"
+    assert not [t for t in s.truth if t["rule_id"] in ENTITY_RULES and t in s.withdrawn]
+
+
+def test_sponsor_scenarios_give_their_alerts_and_no_others() -> None:
+    s = sim()
+    by_sponsor: dict[str, Counter[str]] = defaultdict(Counter)
+    for t in s.truth:
+        if "sponsor_id" in t["subject"]:
+            by_sponsor[t["subject"]["sponsor_id"]][t["rule_id"]] += 1
+    reports = Counter(e["event"]["sponsor"]["sponsor_id"] for e in s.events if e["kind"] == "sponsor_report")
+    for sponsor, scenario in s.entities.items():
+        if not sponsor.startswith("SPN-"):
+            continue
+        got = by_sponsor[sponsor]
+        if scenario in ("regular", "regular_with_cancellation"):
+            assert got == Counter(), (sponsor, got)
+        elif scenario in ("stops_reporting", "reports_late"):
+            assert got == Counter({"sponsor.overdue": 1}), (sponsor, got)  # February, due on 10 March
+        else:  # every report of roster_omits and roster_unlisted
+            assert got == Counter({"sponsor.roster_mismatch": reports[sponsor]}), (sponsor, got)
+            assert reports[sponsor] >= 2
+    assert reports["SPN-MJK-0003"] == 1
+    cancelled = [e["event"] for e in s.events if e["event"].get("action") == "CANCELLED"]
+    assert {e["sponsor_id"] for e in cancelled} == {"SPN-BTM-0001", "SPN-BTM-0002"}
+
+
+def test_second_stage_people_leave_the_person_rules_alone() -> None:
+    """Without the sponsors' people and reports and the guesthouses' guests, the person rules give the same."""
+    s = sim()
+    added = {k for k, v in s.scenarios.items() if v in SECOND_STAGE_PEOPLE}
+    travellers_only = [
+        item for item in s.events if item["kind"] != "sponsor_report" and ":".join(who(item["event"])) not in added
+    ]
+    truth, withdrawn = ground_truth(travellers_only, s.end)
+    assert [t for t in s.truth if t["rule_id"] not in ENTITY_RULES] == [
+        t for t in truth if t["rule_id"] not in ENTITY_RULES
+    ]
+    assert [w for w in s.withdrawn if w["rule_id"] not in ENTITY_RULES] == [
+        w for w in withdrawn if w["rule_id"] not in ENTITY_RULES
+    ]
+    for t in s.truth + s.withdrawn:
+        if "document_number" in t["subject"]:
+            assert f"{t['subject']['nationality']}:{t['subject']['document_number']}" not in added
+
+
+def labelled(labels: list[dict[str, Any]], rule: str) -> set[tuple[str, str]]:
+    """(establishment or sponsor id, window) of the labels of a second-stage rule."""
+    return {(next(iter(t["subject"].values())), t["window"]) for t in labels if t["rule_id"] == rule}
+
+
+def _threshold(days: list[int]) -> int | None:
+    """RULES.md's silence threshold, written out again (see the simulator's docstring for the readings)."""
+    rules = load_rules()
+    last = days[-1]
+    regular = len([d for d in days if last - 28 < d]) >= rules.silent_min_report_days
+    if last - days[0] < rules.silent_min_history_days or not regular:
+        return None
+    gaps = sorted(b - a for a, b in itertools.pairwise(days))
+    middle = len(gaps) // 2
+    median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
+    return max(rules.min_silent_days, math.ceil(rules.silence_factor * median))
+
+
+def test_establishment_silent_recomputed_instant_by_instant() -> None:
+    """At every midnight and just after every check-in report: what is known then decides."""
+    s = simulate(days=70, travellers=400, seed=5, start=START)
+    end_ms = int(s.end.timestamp() * 1000)
+    epoch = date(1970, 1, 1)
+    reports: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for item in s.events:
+        e = item["event"]
+        if e.get("action") == "CHECK_IN":
+            day = (wib_date(ms(e["occurred_at"])) - epoch).days
+            reports[e["establishment"]["establishment_id"]].append((ms(e["reported_at"]), day))
+    midnights = [wib_midnight(START + timedelta(days=i)) for i in range(71)]
+    standing: set[tuple[str, str]] = set()
+    withdrawn: set[tuple[str, str]] = set()
+    for est, items in reports.items():
+        items.sort()
+        raised: dict[int, tuple[int, int]] = {}  # last report day -> (silence days, raised at)
+        for t in sorted({*midnights, *(rep + 1 for rep, _ in items)}):
+            if t >= end_ms:
+                break
+            days = sorted({d for rep, d in items if rep < t})
+            if days and days[-1] not in raised:
+                n = _threshold(days)
+                if n is not None and t >= wib_midnight(epoch + timedelta(days=days[-1] + n)):
+                    raised[days[-1]] = (n, t)
+        for last, (n, at) in raised.items():
+            late = any(rep >= at and last < d < last + n for rep, d in items if rep < end_ms)
+            key = (est, (epoch + timedelta(days=last)).isoformat())
+            (withdrawn if late else standing).add(key)
+    assert labelled(s.truth, "establishment.silent") == standing and len(standing) > 10
+    assert labelled(s.withdrawn, "establishment.silent") == withdrawn and withdrawn
+
+
+def test_sponsor_rules_recomputed_from_the_events() -> None:
+    s = sim()
+    end_ms = int(s.end.timestamp() * 1000)
+    permits: dict[str, list[Event]] = defaultdict(list)
+    reports: dict[str, list[Event]] = defaultdict(list)
+    for item in s.events:
+        e = item["event"]
+        if item["kind"] == "permit_update" and e.get("sponsor_id"):
+            permits[e["sponsor_id"]].append(e)
+        elif item["kind"] == "sponsor_report":
+            reports[e["sponsor"]["sponsor_id"]].append(e)
+    overdue: set[tuple[str, str]] = set()
+    mismatch: set[tuple[str, str]] = set()
+    for sponsor in permits.keys() | reports.keys():
+        first = min(ms(e["reported_at"]) for e in permits[sponsor] + reports[sponsor])
+        month = wib_date(first).replace(day=1)
+        while True:
+            month = (month + timedelta(days=31)).replace(day=1)
+            due = wib_midnight((month + timedelta(days=31)).replace(day=load_rules().sponsor_due_day))
+            if due >= end_ms:
+                break
+            last = ((month + timedelta(days=31)).replace(day=1) - timedelta(days=1)).isoformat()
+            if not any(r["period_end"] >= last and ms(r["reported_at"]) < due for r in reports[sponsor]):
+                overdue.add((sponsor, month.isoformat()[:7]))
+        for r in reports[sponsor]:
+            latest: dict[tuple[str, str], Event] = {}
+            for e in sorted(permits[sponsor], key=lambda e: ms(e["occurred_at"])):
+                if ms(e["reported_at"]) < ms(r["reported_at"]):
+                    latest[who(e)] = e
+            valid = {k for k, e in latest.items() if e["action"] != "CANCELLED" and e["valid_until"] >= r["period_end"]}
+            listed = {(x["foreigner"]["nationality"], x["foreigner"]["document_number"]) for x in r["roster"]}
+            if valid != listed:
+                mismatch.add((sponsor, r["event_id"]))
+    assert labelled(s.truth, "sponsor.overdue") == overdue == {("SPN-MJK-0003", "2026-02"), ("SPN-JKT-0001", "2026-02")}
+    assert labelled(s.truth, "sponsor.roster_mismatch") == mismatch and len(mismatch) >= 4
+
+
+def test_roster_omits_five_and_lists_one_without_a_permit() -> None:
+    s = sim()
+    permits: dict[tuple[str, str], Event] = {}
+    for item in s.events:
+        if item["kind"] == "permit_update" and item["event"].get("sponsor_id"):
+            permits[who(item["event"])] = item["event"]
+    for item in s.events:
+        if item["kind"] != "sponsor_report":
+            continue
+        r = item["event"]
+        listed = {(x["foreigner"]["nationality"], x["foreigner"]["document_number"]) for x in r["roster"]}
+        if r["sponsor"]["sponsor_id"] == "SPN-MJK-0002":
+            hidden = {tuple(k.split(":")) for k, v in s.scenarios.items() if v == "sponsored_unreported"}
+            assert len(hidden) == 5 and not hidden & listed
+        if r["sponsor"]["sponsor_id"] == "SPN-BTM-0002":
+            without = [k for k in listed if k not in permits]
+            assert [s.scenarios[":".join(k)] for k in without] == ["unlisted_worker"]
+        for x in r["roster"]:
+            assert x["address"] and x["job_title"]
+        assert r["period_start"][:7] == r["period_end"][:7] < r["occurred_at"][:7]
 
 
 # ---------------------------------------------------------------- the reference on hand-made timelines
@@ -602,3 +816,152 @@ def test_reference_refuses_what_rules_md_does_not_settle() -> None:
     )
     with pytest.raises(AmbiguousCase):  # does a check-in cancelled before the 48 h deadline count as known?
         ground_truth([arrive, check_in, cancelled_early], END)
+
+
+# ---------------------------------------------------------------- the second stage on hand-made timelines
+
+
+def _resident(n: int) -> dict[str, str]:
+    return {"nationality": "JPN", "document_type": "PASSPORT", "document_number": f"TK{n:07d}", "surname": "Sato"}
+
+
+def _reported_check_in(day: str, hh: int, rep_day: str | None = None, rep_hh: int | None = None) -> Event:
+    """A check-in at EST-TEST-0001 by a resident (no crossing), reported an hour later unless said otherwise."""
+    n = int(day.replace("-", "")) * 100 + hh
+    reported = _t(rep_day or day, rep_hh if rep_hh is not None else hh + 1)
+    event: Event = {
+        "event_id": f"c-{day}-{hh}",
+        "occurred_at": _t(day, hh),
+        "reported_at": reported[:19] + ".123+07:00",  # off the midnight deadlines
+        "action": "CHECK_IN",
+        "establishment": {
+            "establishment_id": "EST-TEST-0001",
+            "name": "Losmen Uji",
+            "region": "Kota Batam",
+            "office": "KANIM-BATAM",
+        },
+        "guest": _resident(n),
+        "check_in_date": day,
+    }
+    return {"kind": "hotel_guest_event", "event": event}
+
+
+def _days(first: str, last: str, step: int = 1) -> list[str]:
+    a, b = date.fromisoformat(first), date.fromisoformat(last)
+    return [(a + timedelta(days=i)).isoformat() for i in range(0, (b - a).days + 1, step)]
+
+
+def _silences(events: list[Event]) -> tuple[list[str], list[str]]:
+    truth, withdrawn = ground_truth(events, END)
+    standing, gone = (sorted(w for _, w in labelled(x, "establishment.silent")) for x in (truth, withdrawn))
+    return standing, gone
+
+
+def test_reference_silence_and_a_late_report_inside_it() -> None:
+    regular = [_reported_check_in(d, 10) for d in _days("2026-01-01", "2026-01-20")]
+    assert _silences(regular) == (["2026-01-20"], [])  # median gap 1: 3 days, raised 23 Jan 00:00
+    # the evening of the 22nd typed in on the 23rd at 08:00: after the alert, inside the silence
+    late = _reported_check_in("2026-01-22", 20, "2026-01-23", 8)
+    assert _silences([*regular, late]) == (["2026-01-22"], ["2026-01-20"])  # then silent again from the 22nd
+    # a guest of the 23rd (L + N) reported a day late: after the alert, so the silence was real
+    after = _reported_check_in("2026-01-23", 13, "2026-01-24", 9)
+    assert _silences([*regular, after]) == (["2026-01-20", "2026-01-23"], [])
+    # reporting resumed on the 25th; a late report of the 21st still withdraws the alert of the 20th
+    resumed = [_reported_check_in(d, 10) for d in _days("2026-01-25", "2026-01-31")]
+    old = _reported_check_in("2026-01-21", 19, "2026-02-01", 9)
+    truth, withdrawn = _silences([*regular, *resumed, old])
+    assert "2026-01-20" in withdrawn and "2026-01-20" not in truth
+
+
+def test_reference_silence_needs_history_and_regularity() -> None:
+    assert _silences([_reported_check_in(d, 10) for d in _days("2026-01-01", "2026-01-14")]) == ([], [])
+    assert _silences([_reported_check_in(d, 10) for d in _days("2026-01-01", "2026-01-15")]) == (["2026-01-15"], [])
+    every_fourth = [_reported_check_in(d, 10) for d in _days("2026-01-05", "2026-01-25", 4)]  # 6 days, gap 4
+    assert _silences([_reported_check_in("2025-12-28", 10), *every_fourth]) == ([], [])  # L - 28: outside
+    assert _silences([_reported_check_in("2025-12-29", 10), *every_fourth]) == (["2026-01-25"], [])  # L - 27
+
+
+def test_reference_silence_median_of_an_even_number_of_gaps() -> None:
+    # gaps 1,1,1,1,1,2,2,2,2,2: median 1.5, N = ceil(4.5) = 5, so the 16th is silent only from 21 Jan
+    days = [*_days("2026-01-01", "2026-01-06"), *_days("2026-01-08", "2026-01-16", 2)]
+    events = [_reported_check_in(d, 10) for d in days]
+    assert _silences(events) == (["2026-01-16"], [])
+    on_the_20th = _reported_check_in("2026-01-20", 10)  # before 21 Jan: no alert for the 16th
+    assert _silences([*events, on_the_20th]) == (["2026-01-20"], [])
+
+
+def _sponsored(eid: str, holder: str, at: str, action: str, until: str, sponsor: str = "SPN-TEST-0001") -> Event:
+    return {
+        "kind": "permit_update",
+        "event": {
+            "event_id": eid,
+            "occurred_at": at,
+            "reported_at": at[:16] + ":05.321+07:00",
+            "action": action,
+            "permit_type": "ITAS",
+            "holder": _resident(int(holder)),
+            "valid_until": until,
+            "sponsor_id": sponsor,
+            "office": "KANIM-BATAM",
+        },
+    }
+
+
+def _report(eid: str, at: str, start: str, end: str, holders: list[str]) -> Event:
+    return {
+        "kind": "sponsor_report",
+        "event": {
+            "event_id": eid,
+            "occurred_at": at,
+            "reported_at": at[:16] + ":30.777+07:00",
+            "sponsor": {
+                "sponsor_id": "SPN-TEST-0001",
+                "name": "PT Uji Coba",
+                "region": "Kota Batam",
+                "office": "KANIM-BATAM",
+            },
+            "period_start": start,
+            "period_end": end,
+            "roster": [{"foreigner": _resident(int(h)), "address": "Batam", "job_title": "Welder"} for h in holders],
+        },
+    }
+
+
+def _sponsor_rules(events: list[Event]) -> list[tuple[str, str]]:
+    truth, withdrawn = ground_truth(events, END)
+    assert not [w for w in withdrawn if w["rule_id"] in ENTITY_RULES]
+    return _rules_of([t for t in truth if t["rule_id"] in ENTITY_RULES])
+
+
+def test_reference_sponsor_overdue_and_roster_mismatch() -> None:
+    permits = [
+        _sponsored("p1", "1", _t("2026-01-10", 10), "GRANTED", "2027-01-09"),
+        _sponsored("p2", "2", _t("2026-01-12", 10), "GRANTED", "2027-01-11"),
+        _sponsored("p3", "2", _t("2026-03-20", 10), "CANCELLED", "2026-04-05"),
+        _extension("v1", _t("2026-01-03", 9), _t("2026-01-03", 9, 1), "2026-03-01"),  # no sponsor: no fact
+    ]
+    r1 = _report("r1", _t("2026-02-03", 9), "2026-01-01", "2026-01-31", ["1"])  # 2 omitted
+    r2 = _report("r2", _t("2026-03-12", 9), "2026-02-01", "2026-02-28", ["1", "2"])  # complete, but late
+    r3 = _report("r3", _t("2026-04-06", 9), "2026-03-01", "2026-03-31", ["1", "2"])  # 2's permit cancelled
+    events = [*permits, r1, r2, r3]
+    # known in January: February is due by 10 March, March by 10 April, April by 10 May (June's end: later)
+    assert _sponsor_rules(events) == [
+        ("sponsor.overdue", "2026-02"),
+        ("sponsor.overdue", "2026-04"),
+        ("sponsor.roster_mismatch", "r1"),
+        ("sponsor.roster_mismatch", "r3"),
+    ]
+    two_months = _report("r4", _t("2026-05-05", 9), "2026-04-01", "2026-05-31", ["1"])  # covers April too
+    assert ("sponsor.overdue", "2026-04") not in _sponsor_rules([*events, two_months])
+    expired = _sponsored("p4", "1", _t("2026-02-20", 10), "EXTENDED", "2026-02-25")  # ends before period_end
+    assert ("sponsor.roster_mismatch", "r2") in _sponsor_rules([*events, expired])
+
+
+def test_reference_sponsor_cases_rules_md_does_not_settle() -> None:
+    permit = _sponsored("p1", "1", _t("2026-01-10", 10), "GRANTED", "2027-01-09")
+    elsewhere = _sponsored("p2", "1", _t("2026-02-10", 10), "GRANTED", "2027-02-09", sponsor="SPN-TEST-0002")
+    with pytest.raises(AmbiguousCase):  # each sponsor's detector sees its own facts only
+        ground_truth([permit, elsewhere], END)
+    twice = _report("r1", _t("2026-02-03", 9), "2026-01-01", "2026-01-31", ["1", "1"])
+    with pytest.raises(AmbiguousCase):
+        ground_truth([permit, twice], END)
