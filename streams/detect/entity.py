@@ -19,7 +19,7 @@ from typing import Any
 from streams import topics
 from streams.detect.alerts import AlertStates, Evidence, Finding, alert_record, transition
 from streams.detect.config import RulesConfig
-from streams.detect.person import EPOCH_ORDINAL, day_start, days, local_day, ms, show_day
+from streams.detect.person import EPOCH_ORDINAL, HOUR_MS, day_start, days, local_day, ms, show_day, tppo_finding
 from streams.detect.timeline import EVENT, Timeline
 
 
@@ -75,6 +75,8 @@ class EntityDetector:
         self.establishments: dict[str, Establishment] = {}
         self.sponsors: dict[str, Sponsor] = {}
         self.alerts: AlertStates = {}
+        self.journeys: dict[str, list[dict[str, Any]]] = {}  # reference -> departure facts
+        self.grouped: set[str] = set()  # departures that have the group indicator
         self.applied: set[str] = set()
         self._clock = clock or (lambda: int(_time.time() * 1000))
         self._out: list[dict[str, Any]] = []
@@ -161,12 +163,60 @@ class EntityDetector:
                 self.timeline.schedule(
                     day_start(last + threshold), f"silent:{est.id}:{last}", ("silent", est.id, last, threshold)
                 )
+        elif fact["t"] == "departure":
+            self._group(at, fact)
         elif fact["t"] == "permit":
             sp = self._sponsor(fact["sponsor"], fact["office"], at)
             known = sp.permits.get(fact["pk"])
             occurred = int(fact["occurred_at"])
             if known is None or occurred >= known[0]:
                 sp.permits[fact["pk"]] = (occurred, int(fact["until"]), str(fact["action"]))
+
+    # ------------------------------------------------------------------ TPPO groups
+
+    def _group(self, at: int, fact: dict[str, Any]) -> None:
+        t = self.rules.tppo
+        window = int(t.group_window_hours * HOUR_MS)
+        journeys = self.journeys.setdefault(fact["ref"], [])
+        journeys.append(fact)
+        new = int(fact["occurred_at"])
+        # every window that ends at a departure and now holds this one
+        for end in sorted({int(j["occurred_at"]) for j in journeys if new <= int(j["occurred_at"]) <= new + window}):
+            members = [j for j in journeys if end - window <= int(j["occurred_at"]) <= end]
+            if len({j["pk"] for j in members}) < t.group_min_travellers:
+                continue
+            for j in sorted(members, key=lambda j: (int(j["occurred_at"]), j["dep"])):
+                if j["dep"] not in self.grouped:
+                    self.grouped.add(j["dep"])
+                    self._add_group_indicator(at, j, fact["ref"], len({m["pk"] for m in members}))
+
+    def _add_group_indicator(self, at: int, journey: dict[str, Any], ref: str, travellers: int) -> None:
+        t = self.rules.tppo
+        fired = [(str(n), float(w), str(x)) for n, w, x in journey["fired"]]
+        base = sum(w for _, w, _ in fired)
+        kind, _, value = ref.partition(":")
+        fired.append(
+            (
+                "group_same_agent",
+                t.weights.group_same_agent,
+                f"{travellers} travellers within {t.group_window_hours:g} h with the same {kind} {value}",
+            )
+        )
+        finding = tppo_finding(
+            self.rules,
+            journey["pk"],
+            journey["checkpoint_id"],
+            journey["office"],
+            journey["dep"],
+            int(journey["occurred_at"]),
+            fired,
+        )
+        if base >= t.threshold:
+            # raised by the person stage (step 0); this stage adds the indicator
+            self.alerts.setdefault(finding.alert_id, (finding, "RAISED", 0))
+            self._emit(finding, at, "AMENDED")
+        elif base + t.weights.group_same_agent >= t.threshold:
+            self._emit(finding, at)
 
     # ------------------------------------------------------------------ sponsors
 

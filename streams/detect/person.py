@@ -114,6 +114,36 @@ class Person:
         return self.arrival.authorised_until, self.arrival.office, self.arrival.event_id
 
 
+def tppo_finding(
+    rules: RulesConfig,
+    person_key: str,
+    checkpoint_id: str,
+    office: str,
+    departure_id: str,
+    occurred: int,
+    fired: list[tuple[str, float, str]],
+) -> Finding:
+    """The screening alert for a departure and the indicators that fired (both stages build it)."""
+    t = rules.tppo
+    score = sum(weight for _, weight, _ in fired)
+    severity = "HIGH" if score >= 2 * t.threshold else "MEDIUM"
+    reasons = [
+        f"score {score:g} reaches the screening threshold {t.threshold:g}: route to an interview, the officer decides"
+    ] + [f"{text} (+{weight:g})" for _, weight, text in fired]
+    evidence = [Evidence(name, text, departure_id, weight) for name, weight, text in fired]
+    evidence.append(Evidence("score", f"{score:g}", departure_id))
+    return Finding(
+        "tppo.screening",
+        departure_id,
+        severity,
+        office,
+        {"person_key": person_key, "checkpoint_id": checkpoint_id},
+        reasons,
+        evidence,
+        window_start=occurred,
+    )
+
+
 class PersonDetector:
     """All person rules for one partition of the person-keyed topics."""
 
@@ -366,28 +396,43 @@ class PersonDetector:
         earlier = {cp: ev for cp, ev in person.screened_at.items() if cp != checkpoint["checkpoint_id"]}
         if earlier:
             fired.append(("previous_delay", w.previous_delay, f"screened before at {', '.join(sorted(earlier))}"))
-        score = sum(weight for _, weight, _ in fired)
-        if score < t.threshold:
+        refs = [
+            f"{name}:{dep[f'{name}_reference']}"
+            for name in ("group", "agent", "booking")
+            if dep.get(f"{name}_reference")
+        ]
+        for ref in refs:  # the second stage looks for several travellers on one agent or booking
+            self.facts.append(
+                (
+                    ref.encode(),
+                    {
+                        "t": "departure",
+                        "src": self.partition,
+                        "at": at,
+                        "id": f"{rec['event_id']}|{ref}",
+                        "ref": ref,
+                        "dep": rec["event_id"],
+                        "pk": person.key,
+                        "checkpoint_id": checkpoint["checkpoint_id"],
+                        "office": checkpoint["office"],
+                        "occurred_at": occurred,
+                        "fired": [list(f) for f in fired],
+                    },
+                )
+            )
+        if sum(weight for _, weight, _ in fired) < t.threshold:
             return
         person.screened_at.setdefault(checkpoint["checkpoint_id"], rec["event_id"])
-        severity = "HIGH" if score >= 2 * t.threshold else "MEDIUM"
-        reasons = [
-            f"score {score:g} reaches the screening threshold {t.threshold:g}: route to an interview, "
-            "the officer decides"
-        ] + [f"{text} (+{weight:g})" for _, weight, text in fired]
-        evidence = [Evidence(name, text, rec["event_id"], weight) for name, weight, text in fired]
-        evidence.append(Evidence("score", f"{score:g}", rec["event_id"]))
         self._emit(
             person,
-            Finding(
-                "tppo.screening",
-                rec["event_id"],
-                severity,
+            tppo_finding(
+                self.rules,
+                person.key,
+                checkpoint["checkpoint_id"],
                 checkpoint["office"],
-                {"person_key": person.key, "checkpoint_id": checkpoint["checkpoint_id"]},
-                reasons,
-                evidence,
-                window_start=occurred,
+                rec["event_id"],
+                occurred,
+                fired,
             ),
             at,
         )

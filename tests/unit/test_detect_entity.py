@@ -137,3 +137,61 @@ def test_facts_from_partitions_in_any_interleaving_give_the_same_alerts() -> Non
         out += det.offer_report("clock_tick", {"reported_at": at(40)})
     assert a_out == b_out and a_out
     assert topics.SPONSOR_REPORTS in det_a.timeline.progress
+
+
+def departure_fact(
+    pk: str,
+    hour: float,
+    fired: list[list[Any]],
+    *,
+    ref: str = "agent:PT-MAJU",
+    day: int = 10,
+    reported_hour: float | None = None,
+) -> dict[str, Any]:
+    dep = f"dep-{pk}-{day}-{hour}"
+    return {
+        "t": "departure",
+        "src": 0,
+        "at": at(day, reported_hour if reported_hour is not None else hour),
+        "id": f"{dep}|{ref}",
+        "ref": ref,
+        "dep": dep,
+        "pk": pk,
+        "checkpoint_id": "TPI-BATAM-CENTRE",
+        "office": "KANIM-BATAM",
+        "occurred_at": at(day, hour),
+        "fired": fired,
+    }
+
+
+RISKY = [["risk_destination", 3.0, "destination KHM"], ["one_way", 2.0, "one-way ticket"]]  # 5: raised already
+NEAR = [["risk_destination", 3.0, "destination KHM"], ["tourist_with_work_signs", 1.0, "job offer"]]  # 4: one short
+
+
+def test_group_indicator_amends_raised_screenings_and_raises_near_ones() -> None:
+    facts = [departure_fact("a", 8, RISKY), departure_fact("b", 9, NEAR), departure_fact("c", 10, RISKY)]
+    alerts = run(facts, [], until=at(11))
+    assert [(a["subject"]["person_key"], a["status"], a["event_id"].rsplit(":", 1)[1]) for a in alerts] == [
+        ("a", "AMENDED", "1"),
+        ("b", "RAISED", "0"),
+        ("c", "AMENDED", "1"),
+    ]
+    for a in alerts:
+        group = [e for e in a["evidence"] if e["name"] == "group_same_agent"]
+        assert group and group[0]["weight"] == 1.0 and "3 travellers" in group[0]["value"]
+    assert {e["value"] for e in alerts[1]["evidence"] if e["name"] == "score"} == {"5"}
+
+
+def test_no_group_below_the_count_outside_the_window_or_for_ordinary_trips() -> None:
+    assert run([departure_fact("a", 8, RISKY), departure_fact("b", 9, NEAR)], [], until=at(11)) == []
+    spread = [departure_fact("a", 1, NEAR), departure_fact("b", 9, NEAR, day=11), departure_fact("c", 10, NEAR, day=12)]
+    assert run(spread, [], until=at(13)) == []
+    pilgrims = [departure_fact(p, 8, []) for p in "abcde"]
+    assert run(pilgrims, [], until=at(11)) == []
+
+
+def test_a_late_reported_member_completes_the_group_for_the_earlier_ones() -> None:
+    facts = [departure_fact("a", 8, NEAR), departure_fact("b", 9, NEAR), departure_fact("c", 7, NEAR, reported_hour=12)]
+    alerts = run(facts, [], until=at(13))
+    assert sorted(a["subject"]["person_key"] for a in alerts) == ["a", "b", "c"]
+    assert {a["status"] for a in alerts} == {"RAISED"}
