@@ -11,7 +11,8 @@ three guesthouses whose guests are foreign residents. Each event is in the gatew
 (``schemas/validation.py``) with a unique client ``event_id`` and a ``reported_at`` for a
 trusted-clock replay, both timestamps ISO 8601 with the source's own offset (WITA +08:00 in Bali,
 WIB +07:00 elsewhere). The same arguments give the same output; the second stage is drawn after the
-travellers, so their events and truth are what they were before it existed.
+travellers, and the citizens travelling in groups after the second stage, so the events and truth of
+each are what they were before the next existed.
 
 Most travellers behave: they check in at the hotel they declared within hours, the hotel reports
 within hours (crossings within minutes), they check out and leave before their permit ends.
@@ -44,6 +45,20 @@ alert; or with a guest of the silence's last evening typed in the next morning, 
 (raised, then withdrawn). Their guests' check-ins and check-outs are reported within hours, so they
 raise no person rule either.
 
+Citizens travelling in groups (scenario ``<kind>:member``, or ``<kind>:late`` for one leaving two days
+after the others), drawn last: for every 30 days (at least one), a group of each kind, new Indonesian
+citizens leaving one checkpoint on one flight or ferry 4-50 minutes apart (so within a few hours, and
+reported in the order they left), sharing an ``agent_reference``, ``group_reference`` and/or a group
+``booking_reference`` (a booking reference not shared is their own; no reference is reused across
+groups or by anyone else). With ``group_min_travellers`` = n: ``group_scam_route`` (n+1 to n+3 to KHM via
+SGP/MYS/THA, one-way, a job offer: base 7 or 9, the person stage screens each, the group amends),
+``group_job_offer`` (n to n+2 to Bangkok one-way with a job offer: base 4, or 6 with a new passport;
+the group raises the 4s), ``group_umrah`` and ``group_tour`` (pilgrims and tourists with return
+tickets: base 0, or 2 with a new passport, below the threshold with the group weight too),
+``group_short`` (n-1 job-offer travellers: no indicator), ``group_straggler`` (n-1 on time and one
+two days later: no indicator) and ``group_straggler_of_more`` (n on time, who gain it, and one two
+days later, who does not).
+
 The truth is not taken from the scenarios: :func:`ground_truth` applies ``streams/detect/RULES.md``
 literally to the events themselves, one person's timeline at a time (facts as known at an instant
 = events reported before it; timers at their deadlines; numbers from ``streams/rules.toml``). So it
@@ -56,7 +71,9 @@ What the truth holds
     Each alert raised and **not withdrawn** by ``end``, once per (rule, subject, window); an
     amendment (the overstay reaching 60 days) is the same alert. Raised-then-withdrawn alerts (an
     overstay whose extension is reported late, the report.late of a cancelled duplicate) are in
-    ``Simulation.withdrawn`` instead. Subject: the person (``nationality``, ``document_number``) for
+    ``Simulation.withdrawn`` instead. A tppo.screening label that involves the group indicator (raised
+    by it or amended with it) carries the extra key ``"group": true``, which is not part of its
+    identity. Subject: the person (``nationality``, ``document_number``) for
     overstay, overstay.at_exit, permit.expiring, overstay.located ("person and establishment") and
     tppo.screening; the establishment for report.late, report.missing (the declared one) and
     report.checkout_missing ("establishment and person"). Window: the A date for overstay and
@@ -103,13 +120,45 @@ Readings of RULES.md, and cases never generated because RULES.md does not settle
       so a Bali checkpoint's local date is the WIB date too. ``check_in_date`` is the hotel's.
     - tppo.screening: "another checkpoint" is another ``checkpoint_id``, "before" an earlier
       ``reported_at``; ``new_passport`` when departure date - issue date <= ``passport_new_days``.
-      No two journeys share an agent, group or booking reference, so the not-yet-evaluated
-      ``group_same_agent`` indicator would leave the truth as it is.
+      Its group indicator: see below.
 
 The second stage's rules, as :func:`ground_truth` applies them (where RULES.md leaves room; a
 detector must do the same to match the truth)
     Facts known at an instant are the events reported before it (ordered by ``reported_at``, then
     ``event_id``); only events reported before ``end`` count. Days are WIB dates.
+
+    tppo.screening, group indicator
+      - Facts: every departure whose ``traveller.nationality`` is IDN and which has ``departure``
+        details, reported before ``end``, with its base score (the person stage's: every indicator
+        but ``group_same_agent``, ``previous_delay`` included). Its references: each non-empty one of
+        ``group_reference``, ``agent_reference``, ``booking_reference``, as ``group:X``, ``agent:X``,
+        ``booking:X`` (the same value under two names is two references). A person is (nationality,
+        document number).
+      - The facts are released one at a time in (``reported_at``, ``event_id``) order; at each
+        release only the facts released so far are known. For a reference R and a known departure
+        a of R (the anchor), the window of a is the known departures x of R with
+        ``a.occurred_at - group_window_hours <= x.occurred_at <= a.occurred_at`` (both ends
+        included). When a departure d is released, every window of each of d's references that
+        contains d is counted, i.e. the windows of d itself and of every known departure a of R
+        with ``d.occurred_at <= a.occurred_at <= d.occurred_at + group_window_hours``; if one counts
+        at least ``group_min_travellers`` distinct persons, every departure in it gains
+        ``group_same_agent``, at this release (a departure already gained keeps it; it gains it once,
+        whichever references and windows matched). So a later-reported departure makes the earlier
+        ones of its window reach the count, each at its release. Nothing is ever lost.
+      - A departure that gains it: base >= ``threshold``: the person stage's label, the same (rule,
+        subject, window = the departure's ``event_id``), amended, ``"group": true`` in the truth.
+        Base < threshold <= base + ``weights.group_same_agent``: a new tppo.screening label, subject
+        the person, window the departure's ``event_id``, ``"group": true``. Otherwise nothing.
+        ``group`` is an extra key of the truth; the label's identity is (rule, subject, window).
+      - Never generated (:class:`AmbiguousCase`): two departures of one reference exactly
+        ``group_window_hours`` apart; a case where counting only the window ending at the departure
+        released (not also the windows of known later departures that it falls in) would give
+        another set of departures (only when a departure is reported after a departure of the same
+        reference that left later, within the window); a person leaving again, at another
+        checkpoint, after a departure whose alert only the group stage raises (``previous_delay``
+        would hang on the person stage knowing that alert). The generated groups leave 4-50
+        minutes apart and crossings are reported within 3 minutes, so within a reference the
+        release order is the departure order, and every group member leaves once.
 
     establishment.silent
       - A check-in's report day is the WIB date of its ``occurred_at``. Every CHECK_IN counts,
@@ -209,6 +258,8 @@ class Rules:
     min_silent_days: int
     sponsor_due_day: int
     omitted_high: int
+    group_window_ms: int = 24 * HOUR
+    group_min_travellers: int = 3
 
 
 def load_rules(path: Path = RULES_PATH) -> Rules:
@@ -233,6 +284,8 @@ def load_rules(path: Path = RULES_PATH) -> Rules:
         min_silent_days=int(raw["establishment_silent"]["min_silent_days"]),
         sponsor_due_day=int(raw["sponsor"]["due_day"]),
         omitted_high=int(raw["sponsor"]["omitted_high"]),
+        group_window_ms=round(float(tppo["group_window_hours"]) * HOUR),
+        group_min_travellers=int(tppo["group_min_travellers"]),
     )
 
 
@@ -583,6 +636,43 @@ _SPONSORS: tuple[_SponsorSpec, ...] = (
 )
 
 
+# ---------------------------------------------------------------- citizens travelling in groups
+
+
+@dataclass(frozen=True)
+class _GroupSpec:
+    """Citizens leaving together through one checkpoint, sharing some of their references."""
+
+    kind: str
+    members: int  # leaving within a few hours of each other ...
+    extra: int  # ... plus 0 to this many more
+    late: int  # members leaving two days after the others (outside the window)
+    regions: tuple[str, ...]
+    shared: tuple[str, ...]  # which of agent, group, booking the members share
+    profile: str  # see _Generator.group_journey
+    new_passport: float  # share of members with a passport issued days before
+    returns: bool
+
+
+def _group_specs(rules: Rules) -> tuple[_GroupSpec, ...]:
+    n = rules.group_min_travellers
+    return (
+        # base 7 or 9: the person stage screens each; the group indicator amends them
+        _GroupSpec("group_scam_route", n + 1, 2, 0, ("batam",), ("agent", "group"), "scam_route", 0.5, False),
+        # base 4 or 6: the group indicator raises the 4s (and amends the 6s)
+        _GroupSpec("group_job_offer", n, 2, 0, ("jakarta", "medan"), ("agent", "booking"), "job_offer", 0.3, False),
+        # base 0 or 2 (+1): ordinary tour groups never reach the threshold
+        _GroupSpec("group_umrah", n + 1, 2, 0, ("jakarta", "medan"), ("agent", "group", "booking"), "umrah", 0.3, True),
+        _GroupSpec("group_tour", n, 3, 0, ("jakarta", "bali"), ("group", "booking"), "tour", 0.2, True),
+        # base 4, one traveller short of the count: no indicator
+        _GroupSpec("group_short", n - 1, 0, 0, ("jakarta", "medan"), ("agent", "booking"), "job_offer", 0.0, False),
+        # base 4, the last of the count leaves two days later: no indicator for anyone
+        _GroupSpec("group_straggler", n - 1, 0, 1, ("jakarta", "medan"), ("agent",), "job_offer", 0.0, False),
+        # base 4, the count on time and one more two days later: the others gain it, the latecomer does not
+        _GroupSpec("group_straggler_of_more", n, 0, 1, ("jakarta", "medan"), ("agent",), "job_offer", 0.0, False),
+    )
+
+
 # ---------------------------------------------------------------- the result
 
 
@@ -692,6 +782,7 @@ class _Generator:
         self.cancelled_staff: dict[str, set[tuple[str, str]]] = {}  # sponsor_id -> holders cancelled
         self.ghosts: dict[str, _Person] = {}  # sponsor_id -> a roster entry with no permit
         self.jobs: dict[tuple[str, str], str] = {}
+        self._references: set[str] = set()  # booking, agent and group references given so far
 
     # ------------------------------------------------------------ small helpers
 
@@ -1326,6 +1417,7 @@ class _Generator:
         journey = {k: v for k, v in journey.items() if v is not None}
         letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
         journey["booking_reference"] = "".join(self.rng.choice(letters) for _ in range(6))
+        self._references.add(journey["booking_reference"])
         self.crossing(p, cp, "DEPARTURE", occurred, departure=journey)
 
     def citizen_return(self, p: _Person, region: str, day: int) -> None:
@@ -1656,6 +1748,117 @@ class _Generator:
             else:
                 self.foreigner(scenario)
         self.second_stage()
+        self.groups()
+
+    # ------------------------------------------------------------ citizens travelling in groups
+
+    def groups(self) -> None:
+        """Drawn after everything else, so that the rest of the events and truth stay as they were for a seed.
+        For every 30 days (at least one): a group of each kind of :func:`_group_specs`."""
+        for _ in range(max(1, self.days // 30)):
+            for spec in _group_specs(self.rules):
+                self.group(spec)
+
+    def reference(self, make: Callable[[], str]) -> str:
+        while True:
+            ref = make()
+            if ref not in self._references:
+                self._references.add(ref)
+                return ref
+
+    def booking(self) -> str:
+        letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+        return self.reference(lambda: "".join(self.rng.choice(letters) for _ in range(6)))
+
+    def group(self, spec: _GroupSpec) -> None:
+        r = self.rng
+        region = r.choice(spec.regions)
+        reg = _REGIONS[region]
+        cp = reg.checkpoint
+        tz = _tz_of_checkpoint(cp)
+        day = r.randrange(max(1, self.days - 3))
+        shared = {
+            "agent_reference": self.reference(lambda: f"AGT-{r.randrange(1000, 10_000)}")
+            if "agent" in spec.shared
+            else None,
+            "group_reference": self.reference(lambda: f"GRP-{day:03d}-{r.randrange(100, 1000)}")
+            if "group" in spec.shared
+            else None,
+            "booking_reference": self.booking() if "booking" in spec.shared else None,
+        }
+        transport = r.choice(reg.transport)
+        on_time = spec.members + r.randint(0, spec.extra)
+        # one after another, at least 4 minutes apart (more than a crossing's reporting delay: the
+        # group's departures are reported in the order they happened), within about 4 hours
+        occurred = self.at(day, self.secs(8, 16.5), tz)
+        times = []
+        for _ in range(on_time):
+            times.append(occurred)
+            occurred += r.randrange(4 * 60, 50 * 60) * SECOND
+        times += [self.at(day + 2, self.secs(8, 21.5), tz) for _ in range(spec.late)]  # > 34 h after the last
+        for k, when in enumerate(times):
+            p = self.person(CITIZEN)
+            self.scenarios[p.key] = f"{spec.kind}:{'late' if k >= on_time else 'member'}"
+            d = self.day_index(when, tz)
+            journey = self.group_journey(spec, d)
+            journey.update({name: ref for name, ref in shared.items() if ref is not None})
+            journey.setdefault("booking_reference", self.booking())
+            body = self.crossing(p, cp, "DEPARTURE", when, departure=journey)
+            body["transport_reference"] = transport
+            if spec.returns:
+                self.citizen_return(p, region, d + r.randint(9, 14))
+
+    def group_journey(self, spec: _GroupSpec, day: int) -> dict[str, Any]:
+        """Scores (rules.toml weights): scam_route 3+2+2 (+2 new passport), job_offer 2+2 (+2),
+        umrah and tour 0 (+2); the group indicator adds 1 (threshold 5)."""
+        r = self.rng
+        new = r.random() < spec.new_passport
+        journey: dict[str, Any] = {
+            "passport_issued_on": self.issued(day, r.randint(2, 25) if new else None),
+            "onward_route": [],
+        }
+        if spec.profile == "scam_route":
+            journey.update(
+                {
+                    "destination_country": "KHM",
+                    "destination_city": "Phnom Penh",
+                    "onward_route": ["SGP", "MYS", "THA"],
+                    "return_ticket": False,
+                    "purpose": "TOURISM",
+                    "job_offer_contact": True,
+                }
+            )
+        elif spec.profile == "job_offer":
+            journey.update(
+                {
+                    "destination_country": "THA",
+                    "destination_city": "Bangkok",
+                    "return_ticket": False,
+                    "purpose": "TOURISM",
+                    "job_offer_contact": True,
+                }
+            )
+        elif spec.profile == "umrah":
+            journey.update(
+                {
+                    "destination_country": "SAU",
+                    "destination_city": "Makkah",
+                    "return_ticket": True,
+                    "purpose": "PILGRIMAGE",
+                    "employer_paid_travel": r.random() < 0.2,  # a sponsored pilgrimage: no work sign for it
+                }
+            )
+        else:
+            dest, city = r.choice((("JPN", "Osaka"), ("KOR", "Seoul"), ("CHN", "Guangzhou"), ("TUR", "Istanbul")))
+            journey.update(
+                {
+                    "destination_country": dest,
+                    "destination_city": city,
+                    "return_ticket": True,
+                    "purpose": "TOURISM",
+                }
+            )
+        return journey
 
     # ------------------------------------------------------------ the second stage: quiet hotels and sponsors
 
@@ -1920,9 +2123,13 @@ class _Label:
     window: str
     at: int
     withdrawn_at: int | None = None
+    group: bool = False  # tppo.screening with the group indicator (raised by it, or amended)
 
     def as_truth(self) -> dict[str, Any]:
-        return {"rule_id": self.rule, "subject": dict(self.subject), "window": self.window}
+        truth: dict[str, Any] = {"rule_id": self.rule, "subject": dict(self.subject), "window": self.window}
+        if self.group:
+            truth["group"] = True
+        return truth
 
 
 def _person_of(kind: str, body: Event) -> tuple[str, str]:
@@ -1954,6 +2161,7 @@ class _Timeline:
         self.states = self._states()
         self.labels: list[_Label] = []
         self.corrected: set[str] = set()
+        self.departures: list[_Departure] = []  # citizen departures with journey details (tppo facts)
 
     def _states(self) -> list[_Facts]:
         crossings: list[_E] = []
@@ -2243,9 +2451,83 @@ class _Timeline:
             checkpoint = e.body["checkpoint"]["checkpoint_id"]
             if any(r.body["checkpoint"]["checkpoint_id"] != checkpoint for r in raised):
                 score += w["previous_delay"]
+            label = None
             if score >= rules.threshold:
                 raised.append(e)
-                self.add("tppo.screening", e.eid, e.rep)
+                label = self.add("tppo.screening", e.eid, e.rep)
+            if self.person[0] == CITIZEN:
+                self.departures.append(_Departure(e, self.person, self.subject, score, label))
+
+
+@dataclass
+class _Departure:
+    """A citizen's DEPARTURE with journey details: the fact the person stage forwards to the group stage."""
+
+    e: _E
+    person: tuple[str, str]
+    subject: dict[str, str]
+    base: float  # its score without the group indicator
+    label: _Label | None  # the person stage's alert (base score at the threshold)
+
+    @property
+    def references(self) -> list[str]:
+        j = self.e.body["departure"]
+        return [
+            f"{name}:{j[name + '_reference']}" for name in ("group", "agent", "booking") if j.get(name + "_reference")
+        ]
+
+
+def _windows(known: list[_Departure], anchors: list[_Departure], rules: Rules) -> set[str]:
+    """The departures of one reference in a window of ``rules.group_window_ms`` up to and including an
+    anchor's ``occurred_at`` that holds ``group_min_travellers`` distinct people or more."""
+    out: set[str] = set()
+    for a in anchors:
+        inside = [x for x in known if a.e.occ - rules.group_window_ms <= x.e.occ <= a.e.occ]
+        if len({x.person for x in inside}) >= rules.group_min_travellers:
+            out |= {x.e.eid for x in inside}
+    return out
+
+
+def _group_labels(departures: list[_Departure], end: int, rules: Rules) -> list[_Label]:
+    """tppo.screening's group indicator (see the module doc): marks the person stage's labels it amends
+    and returns the labels it raises."""
+    window = rules.group_window_ms
+    known: dict[str, list[_Departure]] = defaultdict(list)
+    gained: dict[str, int] = {}  # event id -> the moment it gained the indicator
+    anchored: set[str] = set()  # the same, counting only windows that end at the departure released
+    by_id = {d.e.eid: d for d in departures}
+    for d in sorted(departures, key=lambda d: d.e.order):
+        if d.e.rep >= end:
+            break
+        for ref in d.references:
+            same = known[ref]
+            if any(abs(x.e.occ - d.e.occ) == window for x in same):
+                raise AmbiguousCase(f"{ref}: two departures exactly {window} ms apart")
+            same.append(d)
+            anchors = [a for a in same if d.e.occ <= a.e.occ <= d.e.occ + window]
+            for eid in _windows(same, anchors, rules):
+                gained.setdefault(eid, d.e.rep)
+            anchored |= _windows(same, [d], rules)
+    if set(gained) != anchored:
+        raise AmbiguousCase("a departure reported after a later one of its group changes who gains the indicator")
+    labels: list[_Label] = []
+    for eid, at in gained.items():
+        d = by_id[eid]
+        if d.label is not None:
+            d.label.group = True  # AMENDED: same alert
+            continue
+        if d.base + rules.weights["group_same_agent"] < rules.threshold:
+            continue
+        checkpoint = d.e.body["checkpoint"]["checkpoint_id"]
+        for other in departures:
+            if (
+                other.person == d.person
+                and other.e.order > d.e.order
+                and other.e.body["checkpoint"]["checkpoint_id"] != checkpoint
+            ):  # previous_delay: does the person stage know of the group stage's alert?
+                raise AmbiguousCase(f"{d.person}: departs again after a screening raised by the group stage")
+        labels.append(_Label("tppo.screening", d.subject, eid, at, group=True))
+    return labels
 
 
 def _parse(events: list[dict[str, Any]]) -> dict[tuple[str, str], list[_E]]:
@@ -2411,8 +2693,12 @@ def _entity_labels(events: list[dict[str, Any]], end: int, rules: Rules) -> list
 
 def _evaluate(events: list[dict[str, Any]], end: int, rules: Rules) -> list[_Label]:
     labels: list[_Label] = []
+    departures: list[_Departure] = []
     for person, evs in sorted(_parse(events).items()):
-        labels += _Timeline(person, evs, rules, end).evaluate()
+        timeline = _Timeline(person, evs, rules, end)
+        labels += timeline.evaluate()
+        departures += timeline.departures
+    labels += _group_labels(departures, end, rules)
     labels += _entity_labels(events, end, rules)
     labels.sort(key=lambda lb: (lb.at, lb.rule, lb.window, json.dumps(lb.subject, sort_keys=True)))
     return labels

@@ -173,11 +173,12 @@ class PersonDetector:
         self.timeline.tick(topic, at_ms)
         return self._run(forward=True)
 
-    def _forward_watermark(self, always: bool) -> None:
-        """Tell the second stage how far this partition has got: on every clock tick, and else at
-        most once a second of event time (only *when* it releases depends on this, not *what*)."""
+    def _forward_watermark(self, on_tick: bool) -> None:
+        """Tell the second stage how far this partition has got, on clock ticks only: they come every
+        second live and once per replay window, whereas forwarding on events would multiply the
+        records (only *when* the second stage releases depends on this, not *what*)."""
         wm = self.timeline.watermark
-        if wm > self._forwarded and (always or wm - self._forwarded >= 1000):
+        if on_tick and wm > self._forwarded:
             self._forwarded = wm
             self.facts.append((None, {"t": "tick", "src": self.partition, "at": wm}))
 

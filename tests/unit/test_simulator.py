@@ -76,7 +76,11 @@ def by_person(s: Simulation) -> dict[tuple[str, str], list[Event]]:
 
 
 def travellers_of(s: Simulation) -> dict[str, str]:
-    return {k: v for k, v in s.scenarios.items() if v not in SECOND_STAGE_PEOPLE and v != "unlisted_worker"}
+    return {
+        k: v
+        for k, v in s.scenarios.items()
+        if v not in SECOND_STAGE_PEOPLE and v != "unlisted_worker" and not v.startswith("group_")
+    }
 
 
 def people_in(s: Simulation, scenario: str) -> list[tuple[str, str]]:
@@ -258,7 +262,8 @@ def test_truth_labels_are_unique_and_refer_to_existing_events() -> None:
         key = json.dumps(t, sort_keys=True)
         assert key not in seen
         seen.add(key)
-        assert set(t) == {"rule_id", "subject", "window"}
+        assert set(t) - {"group"} == {"rule_id", "subject", "window"}
+        assert t.get("group", True) is True and ("group" not in t or t["rule_id"] == "tppo.screening")
         if t["rule_id"] == "establishment.silent":
             est = t["subject"]["establishment_id"]
             assert any(
@@ -965,3 +970,210 @@ def test_reference_sponsor_cases_rules_md_does_not_settle() -> None:
     twice = _report("r1", _t("2026-02-03", 9), "2026-01-01", "2026-01-31", ["1", "1"])
     with pytest.raises(AmbiguousCase):
         ground_truth([permit, twice], END)
+
+
+# ---------------------------------------------------------------- tppo.screening's group indicator
+
+GROUP_SCENARIOS = (
+    "group_scam_route",
+    "group_job_offer",
+    "group_umrah",
+    "group_tour",
+    "group_short",
+    "group_straggler",
+    "group_straggler_of_more",
+)
+
+
+def _references(departure: Event) -> list[str]:
+    j = departure["departure"]
+    return [f"{n}:{j[n + '_reference']}" for n in ("group", "agent", "booking") if j.get(n + "_reference")]
+
+
+def test_group_departures_give_the_group_indicator_as_rules_md_counts_it() -> None:
+    s = sim()
+    rules = load_rules()
+    window = rules.group_window_ms
+    people = by_person(s)
+    departures = [e for evs in people.values() for e in evs if e.get("departure")]
+    grouped = [e for e in departures if s.scenarios[":".join(who(e))].startswith("group_")]
+    assert {s.scenarios[":".join(who(e))].split(":")[0] for e in grouped} == set(GROUP_SCENARIOS)
+    for e in grouped:  # valid gateway JSON, like every event
+        result = validator("border_crossing")(e, now_ms=FAR_FUTURE_MS, max_skew_ms=SKEW_MS, trusted_clock=True)
+        assert result.problems == [], (e["event_id"], result.problems)
+    # recomputed from all the events (reported in the order they happened within a reference here)
+    by_ref: dict[str, list[Event]] = defaultdict(list)
+    for e in departures:
+        for ref in _references(e):
+            by_ref[ref].append(e)
+    gains: set[str] = set()
+    for same in by_ref.values():
+        for a in same:
+            inside = [x for x in same if ms(a["occurred_at"]) - window <= ms(x["occurred_at"]) <= ms(a["occurred_at"])]
+            if len({who(x) for x in inside}) >= rules.group_min_travellers:
+                gains |= {x["event_id"] for x in inside}
+    tppo = {t["window"]: t for t in s.truth if t["rule_id"] == "tppo.screening"}
+    assert {w for w, t in tppo.items() if t.get("group")} == gains & set(tppo)
+    assert gains <= {e["event_id"] for e in grouped}  # nobody else shares a reference
+    for e in grouped:
+        scenario, role = s.scenarios[":".join(who(e))].split(":")
+        label = tppo.get(e["event_id"])
+        if scenario in ("group_scam_route", "group_job_offer") or (
+            scenario == "group_straggler_of_more" and role == "member"
+        ):
+            assert label is not None and label.get("group") is True, (scenario, e["event_id"])
+            assert labels_of(s, who(e)) == [label]
+        else:  # tour groups, one short of the count, the latecomers
+            assert labels_of(s, who(e)) == [], (scenario, role)
+    # both kinds occur: alerts the person stage raised (amended) and alerts only the group raises
+    alone, _ = ground_truth([{"kind": "border_crossing", "event": e} for e in grouped], s.end)
+    raised_by_person_stage = {t["window"] for t in ground_truth_without_groups(grouped, s.end)}
+    group_labels = [t for t in alone if t.get("group")]
+    assert {t["window"] for t in alone} == {w for w, t in tppo.items() if t.get("group")}
+    new = [t for t in group_labels if t["window"] not in raised_by_person_stage]
+    amended = [t for t in group_labels if t["window"] in raised_by_person_stage]
+    assert len(new) >= 3 and len(amended) >= 3
+
+
+def ground_truth_without_groups(departures: list[Event], end: datetime) -> list[dict[str, Any]]:
+    """The person stage alone: every departure with its references removed."""
+    bare = []
+    for e in departures:
+        e = json.loads(json.dumps(e))
+        for name in ("group_reference", "agent_reference", "booking_reference"):
+            e["departure"].pop(name, None)
+        bare.append({"kind": "border_crossing", "event": e})
+    truth, _ = ground_truth(bare, end)
+    assert not [t for t in truth if t.get("group")]
+    return truth
+
+
+def test_groups_are_drawn_after_everything_else() -> None:
+    """Their event counters are the last ones: the rest of a seed's events and truth are as before them."""
+    counters: dict[bool, list[int]] = defaultdict(list)
+    s = sim()
+    for item in s.events:
+        e = item["event"]
+        grouped = item["kind"] == "border_crossing" and s.scenarios[":".join(who(e))].startswith("group_")
+        counters[grouped].append(int(e["event_id"].rsplit("-", 1)[1]))
+    assert counters[True] and min(counters[True]) > max(counters[False])
+
+
+def _citizen_departure(
+    eid: str,
+    at: str,
+    rep: str,
+    doc: str,
+    *,
+    base: str = "job_offer",
+    checkpoint: str = "TPI-SOEKARNO-HATTA",
+    **refs: str,
+) -> Event:
+    journeys: dict[str, dict[str, Any]] = {
+        "job_offer": {  # 2 + 2
+            "destination_country": "THA",
+            "return_ticket": False,
+            "purpose": "TOURISM",
+            "job_offer_contact": True,
+        },
+        "scam_route": {  # 3 + 2 + 2
+            "destination_country": "KHM",
+            "onward_route": ["SGP", "MYS", "THA"],
+            "return_ticket": False,
+            "purpose": "TOURISM",
+            "job_offer_contact": True,
+        },
+        "umrah": {"destination_country": "SAU", "return_ticket": True, "purpose": "PILGRIMAGE"},  # 0
+        "umrah_new_passport": {  # 2
+            "destination_country": "SAU",
+            "return_ticket": True,
+            "purpose": "PILGRIMAGE",
+            "passport_issued_on": "2026-01-01",
+        },
+    }
+    journey = dict(journeys[base])
+    journey.setdefault("passport_issued_on", "2019-05-01")
+    journey.update({f"{k}_reference": v for k, v in refs.items()})
+    event: Event = {
+        "event_id": eid,
+        "occurred_at": at,
+        "reported_at": rep,
+        "direction": "DEPARTURE",
+        "checkpoint": {"checkpoint_id": checkpoint, "name": checkpoint, "kind": "AIRPORT", "office": "KANIM-X"},
+        "traveller": {"nationality": "IDN", "document_type": "PASSPORT", "document_number": doc, "surname": "Uji"},
+        "departure": journey,
+    }
+    return {"kind": "border_crossing", "event": event}
+
+
+def _tppo(events: list[Event]) -> list[tuple[str, bool]]:
+    truth, _ = ground_truth(events, END)
+    return sorted((t["window"], bool(t.get("group"))) for t in truth if t["rule_id"] == "tppo.screening")
+
+
+def test_reference_group_indicator() -> None:
+    a = _citizen_departure("d1", _t("2026-01-10", 9), _t("2026-01-10", 9, 1), "C1000001", agent="AGT-1")
+    b = _citizen_departure("d2", _t("2026-01-10", 15), _t("2026-01-10", 15, 1), "C1000002", agent="AGT-1")
+    # the third, within 24 hours of the first: all three gain the indicator when it is released (4 + 1 = 5)
+    c = _citizen_departure("d3", _t("2026-01-11", 8), _t("2026-01-11", 8, 1), "C1000003", agent="AGT-1")
+    assert _tppo([a, b, c]) == [("d1", True), ("d2", True), ("d3", True)]
+    assert _tppo([a, b]) == []  # one short of group_min_travellers
+    # the same person twice counts once
+    again = _citizen_departure("d4", _t("2026-01-10", 18), _t("2026-01-10", 18, 1), "C1000002", agent="AGT-1")
+    assert _tppo([a, b, again]) == []
+    # more than 24 hours after the first: two in every window
+    late = _citizen_departure("d3", _t("2026-01-11", 9, 30), _t("2026-01-11", 9, 31), "C1000003", agent="AGT-1")
+    assert _tppo([a, b, late]) == []
+    # another reference each time: no group; whichever references match, once
+    booked = _citizen_departure("d3", _t("2026-01-11", 8), _t("2026-01-11", 8, 1), "C1000003", booking="PNRABC")
+    assert _tppo([a, b, booked]) == []
+    a2 = _citizen_departure("d1", _t("2026-01-10", 9), _t("2026-01-10", 9, 1), "C1000001", agent="AGT-1", group="G")
+    b2 = _citizen_departure("d2", _t("2026-01-10", 15), _t("2026-01-10", 15, 1), "C1000002", agent="AGT-1", group="G")
+    c2 = _citizen_departure("d3", _t("2026-01-11", 8), _t("2026-01-11", 8, 1), "C1000003", group="G")
+    assert _tppo([a2, b2, c2]) == [("d1", True), ("d2", True), ("d3", True)]
+    # base at the threshold already: the same alert, amended
+    scam = _citizen_departure("d2", _t("2026-01-10", 15), _t("2026-01-10", 15, 1), "C1000002", base="scam_route")
+    assert _tppo([scam]) == [("d2", False)]
+    scam_in_group = _citizen_departure(
+        "d2", _t("2026-01-10", 15), _t("2026-01-10", 15, 1), "C1000002", base="scam_route", agent="AGT-1"
+    )
+    assert _tppo([a, scam_in_group, c]) == [("d1", True), ("d2", True), ("d3", True)]
+
+
+def test_reference_an_ordinary_tour_group_raises_nothing() -> None:
+    pilgrims = [
+        _citizen_departure(
+            f"u{i}",
+            _t("2026-02-01", 9, 10 * i),
+            _t("2026-02-01", 9, 10 * i + 1),
+            f"C200000{i}",
+            base="umrah_new_passport" if i % 2 else "umrah",
+            agent="AGT-UMRAH",
+            group="GRP-UMRAH-1",
+            booking="UMRAHX",
+        )
+        for i in range(6)
+    ]
+    assert _tppo(pilgrims) == []  # 0 or 2, plus 1
+
+
+def test_reference_group_order_of_release() -> None:
+    a = _citizen_departure("d1", _t("2026-01-10", 9), _t("2026-01-10", 9, 1), "C1000001", agent="AGT-1")
+    c = _citizen_departure("d3", _t("2026-01-10", 11), _t("2026-01-10", 11, 1), "C1000003", agent="AGT-1")
+    # reported last but happened in between: it completes the windows of the departures after it too
+    b = _citizen_departure("d2", _t("2026-01-10", 10), _t("2026-01-10", 10, 2), "C1000002", agent="AGT-1")
+    assert _tppo([a, b, c]) == [("d1", True), ("d2", True), ("d3", True)]
+    # ... and when only a window that ends after it completes the count (another reading than counting
+    # only the windows ending at the departure released): never generated
+    b_late = _citizen_departure("d2", _t("2026-01-10", 10), _t("2026-01-10", 12), "C1000002", agent="AGT-1")
+    with pytest.raises(AmbiguousCase):
+        ground_truth([a, b_late, c], END)
+    exactly = _citizen_departure("d3", _t("2026-01-11", 9), _t("2026-01-11", 9, 1), "C1000003", agent="AGT-1")
+    with pytest.raises(AmbiguousCase):  # exactly group_window_hours apart
+        ground_truth([a, b, exactly], END)
+    # previous_delay after an alert only the group stage raises: does the person stage know it?
+    onward = _citizen_departure(
+        "d5", _t("2026-01-20", 9), _t("2026-01-20", 9, 1), "C1000003", base="umrah", checkpoint="TPI-BATAM-CENTRE"
+    )
+    with pytest.raises(AmbiguousCase):
+        ground_truth([a, b, c, onward], END)
