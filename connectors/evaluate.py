@@ -36,11 +36,15 @@ def final_alerts(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each alert id's latest record (by its step), whatever order the topic holds them in."""
     latest: dict[str, dict[str, Any]] = {}
     for rec in records:
-        step = int(rec["event_id"].rsplit(":", 1)[1])
         known = latest.get(rec["alert_id"])
-        if known is None or int(known["event_id"].rsplit(":", 1)[1]) < step:
+        if known is None or _step(known) < _step(rec):
             latest[rec["alert_id"]] = rec
     return latest
+
+
+def _step(record: dict[str, Any]) -> int:
+    # event_id = alert id : status : step [: tag]
+    return int(record["event_id"].split(":")[2])
 
 
 def _alert_keys(alert: dict[str, Any]) -> set[tuple[str, str, str]]:

@@ -45,12 +45,14 @@ class Finding:
         return alert_id(self.rule_id, key, self.window)
 
 
-def alert_record(finding: Finding, *, status: str, step: int, version: str, at: int, emitted_at: int) -> dict[str, Any]:
-    """The Avro `alert` record. ``event_id`` is the alert id with its status and step, so the same
-    finding replayed gives the same record id."""
+def alert_record(
+    finding: Finding, *, status: str, step: int, version: str, at: int, emitted_at: int, tag: str = ""
+) -> dict[str, Any]:
+    """The Avro `alert` record. ``event_id`` is the alert id with its status and step (and a tag
+    where several partitions may state the same step), so a replay gives the same record ids."""
     aid = finding.alert_id
     return {
-        "event_id": f"{aid}:{status.lower()}:{step}",
+        "event_id": f"{aid}:{status.lower()}:{step}" + (f":{tag}" if tag else ""),
         "occurred_at": at,
         "reported_at": emitted_at,
         "alert_id": aid,

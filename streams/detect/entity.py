@@ -211,12 +211,21 @@ class EntityDetector:
             int(journey["occurred_at"]),
             fired,
         )
+        # A departure's references may hash to different partitions, each of which may find a
+        # group: every such statement is its own record (tagged with the reference), all of them
+        # saying the same thing (base score + the group weight once), so none depends on another.
         if base >= t.threshold:
-            # raised by the person stage (step 0); this stage adds the indicator
-            self.alerts.setdefault(finding.alert_id, (finding, "RAISED", 0))
-            self._emit(finding, at, "AMENDED")
+            status, step = "AMENDED", 1  # the person stage raised it (step 0)
         elif base + t.weights.group_same_agent >= t.threshold:
-            self._emit(finding, at)
+            status, step = "RAISED", 0
+        else:
+            return
+        self.alerts.setdefault(finding.alert_id, (finding, status, step))
+        self._out.append(
+            alert_record(
+                finding, status=status, step=step, version=self.rules.version, at=at, emitted_at=self._clock(), tag=ref
+            )
+        )
 
     # ------------------------------------------------------------------ sponsors
 
