@@ -58,6 +58,8 @@ def build_app(
         broker_session_timeout=6 if local else 30,
         broker_heartbeat_interval=2 if local else 3,
         consumer_auto_offset_reset="earliest",
+        # nothing is acked (state is rebuilt by replay), so do not wait for acks when stopping
+        stream_wait_empty=False,
     )
     c = codec()
     prefix = settings.topic_prefix
