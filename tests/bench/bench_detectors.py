@@ -3,11 +3,10 @@
 Run with ``python -m tests.bench.bench_detectors``. One process, one Tansu broker (``running_broker()``):
 
 1. **Throughput.** A simulation (:mod:`connectors.simulator`, by default 365 days of 32,000 travellers,
-   ~167,000 events) is replayed at full speed (:func:`connectors.replay.replay`, windows of 1,000 lines,
+   ~170,000 events) is replayed at full speed (:func:`connectors.replay.replay`, windows of 1,000 lines,
    a clock tick into every partition after each) onto a fresh topic prefix *before* any consumer runs.
-   The alerts the worker must give are computed with the pure engine (one ``PersonDetector`` per
-   partition over the decoded input topics, as the integration test's ``reference`` does). Then, one
-   after the other, on the very same records:
+   Then, one after the other, on the very same records of the five topics ingestion writes (the
+   worker's inputs; its internal facts topic is its own traffic, counted apart):
 
    - the detector worker, ``python -m streams.cli worker``, a subprocess;
    - a bare faust agent in a subprocess, same app settings as ``streams.app.build_app`` and the same
@@ -23,8 +22,14 @@ Run with ``python -m tests.bench.bench_detectors``. One process, one Tansu broke
    engine stamps it with the wall clock when it emits) and, for the bare agent, its last record; the
    raw consumer from its ``seek_to_beginning`` to its last record. The worker's last alert is a tight
    end: every partition ends with the replay's final clock tick, which releases that partition's last
-   window, so at most the tail of that window (<1 % of the records) is read after it. As a cross-check
-   the worker's CPU time is sampled every 100 ms and the moment it fell idle is reported too.
+   window (and its watermark, the second stage's), so at most the tail of that window (<1 % of the
+   records) is read after it. As a cross-check the worker's CPU time is sampled every 100 ms and the
+   moment it fell idle is reported too. Once it is idle, its alert records are compared with the
+   ones both stages give without Kafka (:func:`streams.detect.offline.detect_offline` over the decoded
+   input topics, as the integration test's ``reference`` does), computed by a fresh process so that
+   it runs the code now on disk, as the worker did; a digest of ``streams/``, ``schemas/`` and
+   ``connectors/`` taken at both starts tells when the code changed in between (the counts are then
+   not comparable, and say so).
    events/s counts the simulated events; records/s also counts the clock ticks all consumers read.
 
 2. **Latency.** A fresh worker on a fresh prefix; events are ingested through
@@ -45,7 +50,8 @@ Run with ``python -m tests.bench.bench_detectors``. One process, one Tansu broke
 
 Results go to ``bench-results/detectors.json`` (the folded stacks beside it). The exit status is
 non-zero only when a count is off: alerts different from the reference, records not all consumed,
-or risky departures without their alert.
+or risky departures without their alert. ``--skip-throughput`` / ``--skip-latency`` run one phase
+(e.g. ``--skip-throughput --rate 300`` for the latency of a worker that keeps up).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ import asyncio
 import bisect
 import contextlib
 import gc
+import hashlib
 import os
 import random
 import re
@@ -83,7 +90,8 @@ from connectors.simulator import write_simulation
 from schemas.codec import codec
 from streams import topics
 from streams.detect.config import default_rules
-from streams.detect.person import INPUTS, PersonDetector, ms
+from streams.detect.offline import detect_offline
+from streams.detect.person import INPUTS, ms
 from streams.localstack import create_topics, running_broker, stop_process
 from streams.reading import read_topic
 from streams.settings import Settings
@@ -171,7 +179,7 @@ def child(name: str, argv: Sequence[str], env: dict[str, str], work_dir: Path) -
     try:
         yield c
     finally:
-        stop_process(proc.pid)
+        stop_process(proc.pid, timeout=5)  # faust may wait for unacked messages at shutdown: not timed
         proc.poll()
 
 
@@ -189,6 +197,9 @@ def child_env(bootstrap: str, prefix: str, partitions: int) -> dict[str, str]:
 
 
 WORKER_ARGV = (sys.executable, "-m", "streams.cli", "worker")
+# what ingestion (and the replay) writes, all of which the worker reads: the person stage the
+# person-keyed topics, the second stage the sponsor reports (and its internal facts topic)
+WORKER_INPUTS: tuple[str, ...] = (*INPUTS, topics.SPONSOR_REPORTS)
 
 
 def role_argv(role: str, bootstrap: str, prefix: str, partitions: int, expect: int, result: Path) -> list[str]:
@@ -271,7 +282,7 @@ def platform_topics(prefix: str) -> list[str]:
 
 
 def input_topics(prefix: str) -> list[str]:
-    return [f"{prefix}{t}" for t in INPUTS]
+    return [f"{prefix}{t}" for t in WORKER_INPUTS]
 
 
 @dataclass
@@ -297,20 +308,25 @@ def load(bootstrap: str, prefix: str, partitions: int, path: Path, events: int, 
     return Loaded(prefix, stats.accepted, sum(counts.values()), counts, stats.seconds, stats.ticks)
 
 
-def reference_alert_ids(bootstrap: str, prefix: str) -> list[str]:
-    """Alert record ids the pure engine gives for what is on the input topics, one detector per partition."""
-    rules = default_rules()
-    detectors: dict[int, PersonDetector] = {}
-    ids: list[str] = []
-    for name in INPUTS:
+def reference_alerts(bootstrap: str, prefix: str, partitions: int) -> list[dict[str, Any]]:
+    """The alert records both stages give, without Kafka, for what is on the input topics."""
+    records: list[tuple[str, int, str, dict[str, Any]]] = []
+    for name in WORKER_INPUTS:
         for r in read_topic(bootstrap, f"{prefix}{name}", ticks=True, timeout=600):
             if r.record is None:
                 raise SystemExit(f"undecodable record on {prefix}{name} [{r.partition}:{r.offset}]: {r.error}")
-            det = detectors.get(r.partition)
-            if det is None:
-                det = detectors[r.partition] = PersonDetector(rules, clock=lambda: 0)
-            ids += [str(a["event_id"]) for a in det.offer(name, r.kind, r.record)]
-    return ids
+            records.append((name, r.partition, r.kind, r.record))
+    return detect_offline(records, default_rules(), partitions)
+
+
+def source_fingerprint() -> str:
+    """A digest of the code and rules the detectors run (streams/, schemas/, connectors/)."""
+    h = hashlib.sha256()
+    for d in ("streams", "schemas", "connectors"):
+        for path in sorted((REPO / d).rglob("*")):
+            if path.suffix in (".py", ".toml", ".avsc") and path.is_file():
+                h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- throughput runs
@@ -334,10 +350,10 @@ class ConsumerRun:
 
 
 def collect_alerts(
-    bootstrap: str, topic: str, expected: int, proc: subprocess.Popen[bytes], *, stall_s: float, timeout: float
+    bootstrap: str, topic: str, proc: subprocess.Popen[bytes], watch: CpuWatch, *, idle_s: float, timeout: float
 ) -> list[dict[str, Any]]:
-    """Decoded alert records on ``topic`` once ``expected`` are there (then 2 s more for extras), or when
-    nothing new came for ``stall_s``, the worker died, or ``timeout`` passed."""
+    """Decoded alert records on ``topic`` once the worker has been idle (CPU below 0.05 cores) and no new
+    alert came for ``idle_s``, or the worker died, or ``timeout`` passed."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -356,20 +372,13 @@ def collect_alerts(
         consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
         deadline = time.monotonic() + timeout
         last_change = time.monotonic()
-        extra_until: float | None = None
-        while time.monotonic() < deadline:
-            got = 0
+        while time.monotonic() < deadline and proc.poll() is None:
             for batch in consumer.poll(timeout_ms=500).values():
                 raw += [r.value for r in batch]
-                got += len(batch)
-            now = time.monotonic()
-            if got:
-                last_change = now
-            if extra_until is None and len(raw) >= expected:
-                extra_until = now + 2.0
-            if extra_until is not None and now >= extra_until:
-                break
-            if now - last_change >= stall_s or proc.poll() is not None:
+                last_change = time.monotonic()
+            now = time.time()
+            cpu = watch.share(now - idle_s, now)
+            if time.monotonic() - last_change >= idle_s and cpu is not None and cpu < 0.05:
                 break
     finally:
         consumer.close()
@@ -377,31 +386,69 @@ def collect_alerts(
     return [c.decode(v)[1] for v in raw]
 
 
-def worker_throughput(
-    bootstrap: str, loaded: Loaded, partitions: int, expected_ids: list[str], work: Path
-) -> ConsumerRun:
+def fact_types(bootstrap: str, topic: str, timeout: float = 300.0) -> Counter[str]:
+    """The records on the worker's internal facts topic (JSON) by their ``t`` field."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        allow_auto_create_topics=False,
+        client_id="pora-bench-facts",
+    )
+    types: Counter[str] = Counter()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        pending, deadline = set(tps), time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200, max_records=50_000).values():
+                for r in batch:
+                    try:
+                        types[str(orjson.loads(r.value).get("t", "?"))] += 1
+                    except (orjson.JSONDecodeError, AttributeError):
+                        types["<not JSON>"] += 1
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if hw is not None and consumer.position(tp) >= hw:
+                    pending.discard(tp)
+    finally:
+        consumer.close()
+    return types
+
+
+@dataclass
+class WorkerAlerts:
+    alerts: list[tuple[str, str]]  # (alert record id, rule id)
+    fingerprints: tuple[str, str]  # of the sources when the worker was spawned and when it was ready
+
+
+def worker_throughput(bootstrap: str, loaded: Loaded, partitions: int, work: Path) -> tuple[ConsumerRun, WorkerAlerts]:
+    """The worker's run; its alerts are checked against the reference afterwards (:func:`check_alerts`)."""
     env = child_env(bootstrap, loaded.prefix, partitions)
+    at_spawn = source_fingerprint()
     with child("worker-throughput", WORKER_ARGV, env, work) as w, CpuWatch(w.pid) as watch:
         ready = w.wait_ready()
+        at_ready = source_fingerprint()
         alerts = collect_alerts(
             bootstrap,
             f"{loaded.prefix}{topics.ALERTS}",
-            len(expected_ids),
             w.proc,
-            stall_s=60,
-            timeout=max(900.0, loaded.records / 200),
+            watch,
+            idle_s=5.0,
+            timeout=max(900.0, loaded.records / 100),
         )
         exited = w.proc.poll()
-    got_ids = [str(a["event_id"]) for a in alerts]
+        tail = w.tail()
+    facts = fact_types(bootstrap, f"{loaded.prefix}{topics.ENTITY_FACTS}")
     emitted = sorted(ms(a["reported_at"]) / 1000 for a in alerts)
     end = emitted[-1] if emitted else float("nan")
     seconds = end - ready
     busy = watch.busy_until()
     cpu = watch.share(ready, end) if emitted else None
-    missing = Counter(expected_ids) - Counter(got_ids)
-    extra = Counter(got_ids) - Counter(expected_ids)
-    ok = not missing and not extra and exited is None
-    return ConsumerRun(
+    run = ConsumerRun(
         name="detector worker",
         records=loaded.records,
         expected_records=loaded.records,
@@ -413,18 +460,59 @@ def worker_throughput(
         first_after_ready_s=(emitted[0] - ready) if emitted else None,
         cpu_share=cpu,
         events_per_cpu_s=(loaded.events / (cpu * seconds)) if cpu else None,
-        counts_ok=ok,
+        counts_ok=exited is None,
         detail={
-            "alerts_expected": len(expected_ids),
-            "alerts_got": len(got_ids),
-            "alerts_missing": sum(missing.values()),
-            "alerts_extra": sum(extra.values()),
+            "alerts_got": len(alerts),
             "alerts_by_rule": dict(Counter(str(a["rule_id"]) for a in alerts)),
+            # the person stage's records for the second stage (internal topic), by type ("tick": a watermark)
+            "facts_records": sum(facts.values()),
+            "facts_by_type": dict(facts),
             "cpu_idle_after_ready_s": (busy - ready) if busy else None,
             "worker_exited_with": exited,
-            "log_tail": None if ok else w.tail(),
+            "log_tail": None if exited is None else tail,
         },
     )
+    got = [(str(a["event_id"]), str(a["rule_id"])) for a in alerts]
+    return run, WorkerAlerts(got, (at_spawn, at_ready))
+
+
+def check_alerts(run: ConsumerRun, got: WorkerAlerts, reference: dict[str, Any]) -> None:
+    """Compare the worker's alert records with the reference's; sets ``run.counts_ok`` and the detail."""
+    expected = [(str(i), str(r)) for i, r in reference["alerts"]]
+    fingerprints = {*got.fingerprints, *reference["fingerprints"]}
+    missing = Counter(expected) - Counter(got.alerts)
+    extra = Counter(got.alerts) - Counter(expected)
+    run.detail.update(
+        {
+            "alerts_expected": len(expected),
+            "alerts_missing": sum(missing.values()),
+            "alerts_extra": sum(extra.values()),
+            "missing_by_rule": dict(Counter(r for _, r in missing.elements())),
+            "extra_by_rule": dict(Counter(r for _, r in extra.elements())),
+            "missing_sample": [i for i, _ in list(missing)[:5]],
+            # one alert record id for two different records: the worker sends the first it computes
+            "reference_duplicate_ids": sorted(i for i, n in Counter(i for i, _ in expected).items() if n > 1),
+            "worker_duplicate_ids": sorted(i for i, n in Counter(i for i, _ in got.alerts).items() if n > 1),
+            "extra_sample": [i for i, _ in list(extra)[:5]],
+            # the sources (streams/, schemas/, connectors/) when the worker and the reference loaded them:
+            # another fingerprint means the code changed in between, and the counts cannot be compared
+            "source_fingerprints": sorted(fingerprints),
+            "code_changed_during_run": len(fingerprints) > 1,
+        }
+    )
+    run.counts_ok = run.counts_ok and not missing and not extra and len(fingerprints) == 1
+
+
+def reference_child(bootstrap: str, loaded: Loaded, partitions: int, work: Path) -> dict[str, Any]:
+    """The reference, computed by a fresh process (so from the code now on disk, as the worker's was)."""
+    result = work / "reference.json"
+    argv = role_argv("reference", bootstrap, loaded.prefix, partitions, loaded.records, result)
+    with child("reference", argv, child_env(bootstrap, loaded.prefix, partitions), work) as c:
+        code = c.proc.wait(timeout=1800)
+        if code != 0 or not result.exists():
+            raise RuntimeError(f"the reference child exited with {code}:\n{c.tail()}")
+    data: dict[str, Any] = orjson.loads(result.read_bytes())
+    return data
 
 
 def wait_result(path: Path, c: Child, expect: int, timeout: float) -> dict[str, Any] | None:
@@ -565,6 +653,17 @@ def role_raw(a: Namespace) -> int:
     return 0
 
 
+def role_reference(a: Namespace) -> int:
+    at_start = source_fingerprint()  # this process imported the detectors just before
+    alerts = reference_alerts(a.bootstrap, a.prefix, a.partitions)
+    at_end = source_fingerprint()
+    _write_result(
+        Path(a.result),
+        {"fingerprints": sorted({at_start, at_end}), "alerts": [[al["event_id"], al["rule_id"]] for al in alerts]},
+    )
+    return 0
+
+
 # ---------------------------------------------------------------- latency
 
 
@@ -590,6 +689,9 @@ class LatencyResult:
     reported_to_emitted_p50_ms: float
     reported_to_emitted_p99_ms: float
     reported_to_emitted_max_ms: float
+    first_tenth_p50_ms: float  # by write time: does the latency grow (the worker falls behind)?
+    last_tenth_p50_ms: float
+    settle_s: float  # after the last write, until the last alert came
     worker_cpu_share: float | None
     counts_ok: bool
 
@@ -735,9 +837,16 @@ async def post_and_watch(
             if isinstance(res, BaseException):
                 failures.append(f"post: {res!r}")
         post_seconds = time.monotonic() - started
-        settle_deadline = time.monotonic() + lateness_s + 20
+        posted_at = time.time()
+        # a worker that fell behind catches up now: wait while alerts keep coming
+        settle_deadline = time.monotonic() + a.settle_max
+        progress_at, progress = time.monotonic(), len(seen)
         while time.monotonic() < settle_deadline and not set(acked) <= set(seen):
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.2)
+            if len(seen) != progress:
+                progress_at, progress = time.monotonic(), len(seen)
+            elif time.monotonic() - progress_at > lateness_s + 15:
+                break
         await asyncio.sleep(1.0)  # late or unexpected alerts show up now
     finally:
         stop_ticking.set()
@@ -747,7 +856,7 @@ async def post_and_watch(
                 await asyncio.wait_for(background, 5)
         await consumer.stop()
         await publisher.stop()
-    stats = {**counts, "seconds": post_seconds, "other": dict(other), "failures": failures}
+    stats = {**counts, "seconds": post_seconds, "posted_at": posted_at, "other": dict(other), "failures": failures}
     return stats, acked, seen
 
 
@@ -762,8 +871,9 @@ def latency_phase(bootstrap: str, prefix: str, partitions: int, a: Namespace, wo
             stats, acked, seen = asyncio.run(post_and_watch(bootstrap, prefix, partitions, slots, a, lateness_s))
             t1 = time.time()
         alive = w.proc.poll() is None
-    matched = [k for k in acked if k in seen]
+    matched = sorted((k for k in acked if k in seen), key=lambda k: acked[k][0])
     e2e = [(seen[k][0] - acked[k][0]) * 1000 for k in matched]
+    tenth = max(1, len(e2e) // 10)
     engine = [float(seen[k][1] - acked[k][1]) for k in matched]
     unmatched = len(set(seen) - set(acked))
     failures = list(stats["failures"]) + ([] if alive else [f"the worker exited:\n{w.tail()}"])
@@ -788,6 +898,9 @@ def latency_phase(bootstrap: str, prefix: str, partitions: int, a: Namespace, wo
         reported_to_emitted_p50_ms=percentile(engine, 50),
         reported_to_emitted_p99_ms=percentile(engine, 99),
         reported_to_emitted_max_ms=max(engine, default=float("nan")),
+        first_tenth_p50_ms=percentile(e2e[:tenth], 50),
+        last_tenth_p50_ms=percentile(e2e[-tenth:], 50),
+        settle_s=max((seen[k][0] for k in matched), default=stats["posted_at"]) - stats["posted_at"],
         worker_cpu_share=watch.share(t0, t1),
         counts_ok=len(matched) == len(acked) > 0 and unmatched == 0 and not failures,
     )
@@ -798,13 +911,10 @@ def latency_phase(bootstrap: str, prefix: str, partitions: int, a: Namespace, wo
 
 @dataclass
 class Profile:
-    samples: int
     seconds: int
     rate: int
     folded_path: str
-    top_self: list[tuple[str, int]]
-    top_project_inclusive: list[tuple[str, int]]
-    marked_inclusive: dict[str, int]
+    folded: Folded
 
 
 # frames whose inclusive share tells where the time goes (substring of the shortened frame)
@@ -812,7 +922,6 @@ MARKED = (
     "_drain_messages",
     "wait_first",
     "PersonDetector.offer",
-    "offer (streams/detect/person.py)",
     "decode (schemas/codec.py)",
     "send (faust/topics.py)",
     "_py_schemaless_reader",
@@ -826,35 +935,78 @@ def short_frame(frame: str) -> str:
     if not m:
         return frame
     path = m.group("file")
-    for marker in ("site-packages/", f"{REPO}/", "/lib/python3"):
+    for marker in ("site-packages/", f"{REPO}/"):  # py-spy mostly shortens them already
         if marker in path:
             path = path.split(marker, 1)[1]
-            if marker == "/lib/python3":
-                path = "stdlib/" + path.split("/", 1)[-1]
             break
     return f"{m.group('func')} ({path})"
 
 
-def fold(path: Path, top: int = 15) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]], dict[str, int]]:
-    """(samples, top self-time frames, top inclusive project frames, inclusive samples of MARKED frames)."""
+def package_of(frame: str) -> str:
+    """The package of a shortened frame: ``f (faust/streams.py)`` -> faust, ``f (selectors.py)`` -> selectors
+    (py-spy names files relative to the sys.path entry they were imported from)."""
+    path = frame.rpartition(" (")[2].rstrip(")")
+    head, sep, _ = path.partition("/")
+    return head if sep else path.removesuffix(".py")
+
+
+@dataclass
+class Folded:
+    """py-spy's samples of the worker. Its main thread runs the event loop with the agents; faust reads
+    Kafka in a second thread (AIOKafkaConsumerThread), mostly waiting in epoll. The function tables are
+    of the main thread only."""
+
+    samples_by_thread: dict[str, int]
+    epoll_by_thread: dict[str, int]  # samples in EpollSelector.select: the loop waiting on its sockets
+    top_self: list[tuple[str, int]]
+    top_project_inclusive: list[tuple[str, int]]
+    marked_inclusive: dict[str, int]
+    self_by_package: list[tuple[str, int]]
+
+    @property
+    def main(self) -> int:
+        return self.samples_by_thread.get("main", 0)
+
+
+def fold(path: Path, top: int = 15) -> Folded:
+    """Self and inclusive samples per function (line numbers dropped) of py-spy's raw folded stacks."""
+    threads: Counter[str] = Counter()
+    epoll: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
         count = int(n)
         frames = [short_frame(f) for f in stack.split(";")]
-        total += count
+        thread = "consumer thread" if frames[0].startswith("Thread._bootstrap") else "main"
+        threads[thread] += count
+        if frames[-1].startswith("EpollSelector.select"):
+            epoll[thread] += count
+        if thread != "main":
+            continue
         self_time[frames[-1]] += count
         for f in set(frames):
             inclusive[f] += count
-    project = [
-        (f, n) for f, n in inclusive.most_common() if any(f"({p}/" in f for p in ("streams", "schemas", "connectors"))
+    main = threads["main"]
+    project = [  # the project's frames below the entry point (`pora worker`, run_worker: every sample)
+        (f, n)
+        for f, n in inclusive.most_common()
+        if n < 0.99 * main and any(f"({p}/" in f for p in ("streams", "schemas", "connectors"))
     ]
     marked = {m: sum(n for f, n in inclusive.items() if m in f) for m in MARKED}
-    return total, self_time.most_common(top), project[:10], {k: v for k, v in marked.items() if v}
+    packages: Counter[str] = Counter()
+    for frame, samples in self_time.items():
+        packages[package_of(frame)] += samples
+    return Folded(
+        dict(threads),
+        dict(epoll),
+        self_time.most_common(top),
+        project[:10],
+        {k: v for k, v in marked.items() if v},
+        packages.most_common(10),
+    )
 
 
 def profile_pass(
@@ -882,8 +1034,7 @@ def profile_pass(
     keep = a.out.with_name(a.out.stem + "-worker.folded")
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out, keep)
-    total, top_self, project, marked = fold(out)
-    return Profile(total, a.profile_seconds, a.profile_rate, str(keep), top_self, project, marked)
+    return Profile(a.profile_seconds, a.profile_rate, str(keep), fold(out))
 
 
 # ---------------------------------------------------------------- report
@@ -941,13 +1092,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     parser.add_argument("--slot-ms", type=int, default=20, help="latency phase: ms between writes (default 20)")
     parser.add_argument("--tick-ms", type=int, default=100, help="latency phase: ms between clock ticks (default 100)")
     parser.add_argument("--risky-share", type=float, default=0.2, help="latency: risky share of departures (0.2)")
+    parser.add_argument("--settle-max", type=float, default=300.0, help="latency: max wait for late alerts (300 s)")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto", help="py-spy pass (auto)")
     parser.add_argument("--profile-seconds", type=int, default=10, help="py-spy duration (default 10)")
     parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s (default 200)")
-    parser.add_argument("--skip-latency", action="store_true", help="throughput phase only")
+    parser.add_argument("--skip-latency", action="store_true", help="no latency phase")
+    parser.add_argument("--skip-throughput", action="store_true", help="no throughput phase (and no profile)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/detectors.json"), help="JSON results file")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep the events and child logs here")
     # the child roles (this module runs itself as the bare faust agent and the raw consumers)
-    parser.add_argument("--role", choices=("bench", "bare-faust", "raw-decode", "raw-plain"), default="bench")
+    parser.add_argument(
+        "--role", choices=("bench", "bare-faust", "raw-decode", "raw-plain", "reference"), default="bench"
+    )
     parser.add_argument("--bootstrap", default="", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
@@ -973,11 +1129,14 @@ class Namespace(argparse.Namespace):
     slot_ms: int
     tick_ms: int
     risky_share: float
+    settle_max: float
     profile: str
     profile_seconds: int
     profile_rate: int
     skip_latency: bool
+    skip_throughput: bool
     out: Path
+    work_dir: Path | None
     role: str
     bootstrap: str
     prefix: str
@@ -986,12 +1145,155 @@ class Namespace(argparse.Namespace):
     timeout: float
 
 
+@dataclass
+class Throughput:
+    events: int
+    by_kind: dict[str, int]
+    loaded: Loaded
+    alerts_expected: int
+    runs: list[ConsumerRun]
+    ratios: dict[str, float]
+    sim_path: Path
+
+
+def throughput_phase(bootstrap: str, run_id: str, a: Namespace, work: Path) -> Throughput:
+    t0 = time.perf_counter()
+    sim_path = work / "simulation.jsonl"
+    sim = write_simulation(a.days, a.travellers, a.seed, SIM_START, sim_path, work / "truth.jsonl")
+    events = len(sim.events)
+    kinds = Counter(str(e["kind"]) for e in sim.events)
+    del sim
+    gc.collect()
+    say(
+        f"simulated {events:,} events ({', '.join(f'{k} {n:,}' for k, n in kinds.items())}) in "
+        f"{time.perf_counter() - t0:.1f}s"
+    )
+    loaded = load(bootstrap, f"bd-{run_id}-tp.", a.partitions, sim_path, events, a.window)
+    say(
+        f"replayed onto {loaded.prefix} in {loaded.replay_s:.1f}s "
+        f"({loaded.events / loaded.replay_s:,.0f} events/s): {loaded.records:,} records on the "
+        f"{len(WORKER_INPUTS)} input topics ({loaded.ticks} tick rounds)"
+    )
+    say("timing the detector worker ...")
+    worker, got = worker_throughput(bootstrap, loaded, a.partitions, work)
+    t0 = time.perf_counter()
+    reference = reference_child(bootstrap, loaded, a.partitions, work)
+    check_alerts(worker, got, reference)
+    say(
+        f"reference (both stages offline, in a fresh process): {len(reference['alerts']):,} alert records "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+    say("timing the bare faust agent ...")
+    bare = counting_run("bare faust agent", "bare-faust", bootstrap, loaded, a.partitions, work, faust_log=True)
+    say("timing raw aiokafka ...")
+    raw_dec = counting_run(
+        "raw aiokafka + decode", "raw-decode", bootstrap, loaded, a.partitions, work, faust_log=False
+    )
+    raw_plain = counting_run(
+        "raw aiokafka, no decode", "raw-plain", bootstrap, loaded, a.partitions, work, faust_log=False
+    )
+    runs = [worker, bare, raw_dec, raw_plain]
+    ratios = {
+        "worker_vs_bare_faust": worker.events_per_s / bare.events_per_s,
+        "worker_vs_raw_decode": worker.events_per_s / raw_dec.events_per_s,
+        "bare_faust_vs_raw_decode": bare.events_per_s / raw_dec.events_per_s,
+        "raw_decode_vs_raw_plain": raw_dec.events_per_s / raw_plain.events_per_s,
+    }
+    say()
+    say(throughput_table(runs))
+    say(
+        "ratios: worker/bare faust {worker_vs_bare_faust:.2f}, worker/raw+decode {worker_vs_raw_decode:.3f}, "
+        "bare faust/raw+decode {bare_faust_vs_raw_decode:.2f}, "
+        "raw decode/no decode {raw_decode_vs_raw_plain:.2f}".format(**ratios)
+    )
+    d = worker.detail
+    idle = d.get("cpu_idle_after_ready_s")
+    say(
+        f"worker: {d['alerts_got']:,}/{d['alerts_expected']:,} alert records; last alert {worker.seconds:.2f}s after "
+        "ready" + (f", CPU fell idle {idle:.2f}s after ready" if idle is not None else "")
+    )
+    if d["alerts_missing"] or d["alerts_extra"]:
+        say(
+            f"worker: MISMATCH: {d['alerts_missing']} missing {d['missing_by_rule']} e.g. {d['missing_sample'][:3]}, "
+            f"{d['alerts_extra']} extra {d['extra_by_rule']} e.g. {d['extra_sample'][:3]}"
+        )
+    if d["reference_duplicate_ids"]:
+        say(
+            f"worker: the reference gives {len(d['reference_duplicate_ids'])} alert record ids twice (with different "
+            f"content), e.g. {d['reference_duplicate_ids'][:2]}; the worker sends an id once"
+        )
+    if d["code_changed_during_run"]:
+        say("worker: the sources changed between the worker's start and the reference's: counts not comparable")
+    say(
+        f"worker: wrote and read back {d['facts_records']:,} records on its internal facts topic "
+        f"({d['facts_records'] / loaded.events:.1f} per event; by type "
+        + ", ".join(f"{k} {n:,}" for k, n in d["facts_by_type"].items())
+        + ")"
+    )
+    return Throughput(events, dict(kinds), loaded, len(reference["alerts"]), runs, ratios, sim_path)
+
+
+def print_latency(lt: LatencyResult) -> None:
+    say(
+        f"sent {lt.events_sent:,} events at {lt.achieved_rate:,.0f}/s ({lt.events_acked:,} acknowledged), "
+        f"{lt.ticks} tick rounds; worker CPU {lt.worker_cpu_share or 0:.2f} cores"
+    )
+    say(
+        f"risky departures {lt.risky_acked}, tppo alerts matched {lt.matched}"
+        + (f", {lt.unmatched_alerts} unmatched" if lt.unmatched_alerts else "")
+        + (f", other alerts {lt.other_alerts}" if lt.other_alerts else "")
+    )
+    say(
+        f"ack → alert seen:      p50 {lt.ack_to_seen_p50_ms:,.0f} ms  p99 {lt.ack_to_seen_p99_ms:,.0f} ms  "
+        f"max {lt.ack_to_seen_max_ms:,.0f} ms"
+    )
+    say(
+        f"reported_at → emitted: p50 {lt.reported_to_emitted_p50_ms:,.0f} ms  "
+        f"p99 {lt.reported_to_emitted_p99_ms:,.0f} ms  max {lt.reported_to_emitted_max_ms:,.0f} ms"
+    )
+    growing = lt.last_tenth_p50_ms > lt.first_tenth_p50_ms + 2000
+    say(
+        f"median of the first tenth {lt.first_tenth_p50_ms:,.0f} ms, of the last tenth "
+        f"{lt.last_tenth_p50_ms:,.0f} ms; last alert {lt.settle_s:.1f}s after the last write"
+        + ("  (growing: the worker fell behind the load)" if growing else "")
+    )
+    say(f"(floor: rules.toml time.lateness_seconds = {lt.lateness_s:g} s, plus up to one tick interval)")
+    for failure in lt.failures[:5]:
+        say(f"    failure: {failure}")
+
+
+def print_profile(profile: Profile) -> None:
+    f = profile.folded
+    possible = profile.seconds * profile.rate
+    say(f"py-spy: {profile.seconds}s at {profile.rate}/s; folded stacks in {profile.folded_path}")
+    for thread, n in f.samples_by_thread.items():
+        say(
+            f"  {thread}: {n:,} samples ({n / possible:.0%} of the time not idle), "
+            f"{f.epoll_by_thread.get(thread, 0) / n:.0%} of them waiting in epoll"
+        )
+    main = max(f.main, 1)
+    say("top self time, main thread (the event loop that runs the agents):")
+    for frame, n in f.top_self:
+        say(f"  {n / main:6.1%}  {frame}")
+    say("self time by package, main thread:")
+    say("  " + ", ".join(f"{pkg} {n / main:.1%}" for pkg, n in f.self_by_package))
+    say("inclusive, main thread, project code:")
+    for frame, n in f.top_project_inclusive:
+        say(f"  {n / main:6.1%}  {frame}")
+    if f.marked_inclusive:
+        say("inclusive, main thread, marked frames:")
+        for frame, n in f.marked_inclusive.items():
+            say(f"  {n / main:6.1%}  {frame}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role == "bare-faust":
         return role_bare_faust(args)
     if args.role in ("raw-decode", "raw-plain"):
         return role_raw(args)
+    if args.role == "reference":
+        return role_reference(args)
 
     load_at_start = os.getloadavg()[0]
     say(
@@ -999,107 +1301,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.partitions} partitions; {os.cpu_count()} CPUs, load {load_at_start:.2f}"
     )
     run_id = uuid.uuid4().hex[:6]
-    runs: list[ConsumerRun] = []
+    tp: Throughput | None = None
     latency: LatencyResult | None = None
     profile: Profile | str | None = None
-    with tempfile.TemporaryDirectory(prefix="pora-bench-det-") as tmp, running_broker() as bootstrap:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.work_dir is not None:
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+            work = args.work_dir.resolve()
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pora-bench-det-")))
+        bootstrap = stack.enter_context(running_broker())
         say(f"broker: {bootstrap}; logs in {work}")
 
-        t0 = time.perf_counter()
-        sim_path = work / "simulation.jsonl"
-        sim = write_simulation(args.days, args.travellers, args.seed, SIM_START, sim_path, work / "truth.jsonl")
-        events = len(sim.events)
-        kinds = Counter(e["kind"] for e in sim.events)
-        del sim
-        gc.collect()
-        say(
-            f"simulated {events:,} events ({', '.join(f'{k} {n:,}' for k, n in kinds.items())}) in "
-            f"{time.perf_counter() - t0:.1f}s"
-        )
-
-        loaded = load(bootstrap, f"bd-{run_id}-tp.", args.partitions, sim_path, events, args.window)
-        say(
-            f"replayed onto {loaded.prefix} in {loaded.replay_s:.1f}s "
-            f"({loaded.events / loaded.replay_s:,.0f} events/s): {loaded.records:,} records on the "
-            f"{len(INPUTS)} input topics ({loaded.ticks} tick rounds)"
-        )
-        t0 = time.perf_counter()
-        expected_ids = reference_alert_ids(bootstrap, loaded.prefix)
-        say(f"reference engine: {len(expected_ids):,} alert records expected ({time.perf_counter() - t0:.1f}s)")
-
-        say("timing the detector worker ...")
-        runs.append(worker_throughput(bootstrap, loaded, args.partitions, expected_ids, work))
-        say("timing the bare faust agent ...")
-        runs.append(
-            counting_run("bare faust agent", "bare-faust", bootstrap, loaded, args.partitions, work, faust_log=True)
-        )
-        say("timing raw aiokafka ...")
-        runs.append(
-            counting_run(
-                "raw aiokafka + decode", "raw-decode", bootstrap, loaded, args.partitions, work, faust_log=False
-            )
-        )
-        runs.append(
-            counting_run(
-                "raw aiokafka, no decode", "raw-plain", bootstrap, loaded, args.partitions, work, faust_log=False
-            )
-        )
-        say()
-        say(throughput_table(runs))
-        worker, bare, raw_dec, raw_plain = runs
-        ratios = {
-            "worker_vs_bare_faust": worker.events_per_s / bare.events_per_s,
-            "worker_vs_raw_decode": worker.events_per_s / raw_dec.events_per_s,
-            "bare_faust_vs_raw_decode": bare.events_per_s / raw_dec.events_per_s,
-            "raw_decode_vs_raw_plain": raw_dec.events_per_s / raw_plain.events_per_s,
-        }
-        say(
-            "ratios: worker/bare faust {worker_vs_bare_faust:.2f}, worker/raw+decode {worker_vs_raw_decode:.3f}, "
-            "bare faust/raw+decode {bare_faust_vs_raw_decode:.2f}, "
-            "raw decode/no decode {raw_decode_vs_raw_plain:.2f}".format(**ratios)
-        )
-        idle = worker.detail.get("cpu_idle_after_ready_s")
-        say(
-            f"worker: {worker.detail['alerts_got']:,}/{worker.detail['alerts_expected']:,} alert records; last alert "
-            f"{worker.seconds:.2f}s after ready, CPU fell idle {idle:.2f}s after ready"
-            if idle is not None
-            else f"worker: {worker.detail['alerts_got']:,}/{worker.detail['alerts_expected']:,} alert records"
-        )
-
+        if not args.skip_throughput:
+            tp = throughput_phase(bootstrap, run_id, args, work)
         if not args.skip_latency:
             say()
             say(f"latency: {args.rate:,.0f} events/s for {args.seconds:g}s, ticks every {args.tick_ms} ms ...")
             latency = latency_phase(bootstrap, f"bd-{run_id}-lat.", args.partitions, args, work)
-            lt = latency
-            say(
-                f"sent {lt.events_sent:,} events at {lt.achieved_rate:,.0f}/s ({lt.events_acked:,} acknowledged), "
-                f"{lt.ticks} tick rounds; worker CPU {lt.worker_cpu_share or 0:.2f} cores"
-            )
-            say(
-                f"risky departures {lt.risky_acked}, tppo alerts matched {lt.matched}"
-                + (f", {lt.unmatched_alerts} unmatched" if lt.unmatched_alerts else "")
-                + (f", other alerts {lt.other_alerts}" if lt.other_alerts else "")
-            )
-            say(
-                f"ack → alert seen:      p50 {lt.ack_to_seen_p50_ms:,.0f} ms  p99 {lt.ack_to_seen_p99_ms:,.0f} ms  "
-                f"max {lt.ack_to_seen_max_ms:,.0f} ms"
-            )
-            say(
-                f"reported_at → emitted: p50 {lt.reported_to_emitted_p50_ms:,.0f} ms  "
-                f"p99 {lt.reported_to_emitted_p99_ms:,.0f} ms  max {lt.reported_to_emitted_max_ms:,.0f} ms"
-            )
-            say(f"(floor: rules.toml time.lateness_seconds = {lt.lateness_s:g} s, plus up to one tick interval)")
-            for failure in lt.failures[:5]:
-                say(f"    failure: {failure}")
+            print_latency(latency)
 
-        throughput_pass = worker.events_per_s >= TARGET_EVENTS_PER_S
+        worker_rate = tp.runs[0].events_per_s if tp else None
+        throughput_pass = worker_rate is not None and worker_rate >= TARGET_EVENTS_PER_S
         latency_pass = latency is not None and latency.ack_to_seen_p99_ms < TARGET_P99_S * 1000
         say()
-        say(
-            f"target worker events/s >= {TARGET_EVENTS_PER_S:,}: {worker.events_per_s:,.0f}  "
-            f"{'PASS' if throughput_pass else 'MISS'}"
-        )
+        if worker_rate is not None:
+            say(
+                f"target worker events/s >= {TARGET_EVENTS_PER_S:,}: {worker_rate:,.0f}  "
+                f"{'PASS' if throughput_pass else 'MISS'}"
+            )
         if latency is not None:
             say(
                 f"target alert latency p99 < {TARGET_P99_S * 1000:,.0f} ms: {latency.ack_to_seen_p99_ms:,.0f} ms  "
@@ -1107,30 +1337,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         say("(targets are informational; the machine is shared and noisy)")
 
-        missed = not throughput_pass or (latency is not None and not latency_pass)
-        if args.profile == "always" or (args.profile == "auto" and missed):
+        missed = (tp is not None and not throughput_pass) or (latency is not None and not latency_pass)
+        if tp is not None and (args.profile == "always" or (args.profile == "auto" and missed)):
             say()
             say(f"profiling the worker: replay again onto a fresh prefix, py-spy for {args.profile_seconds}s ...")
-            profile = profile_pass(bootstrap, f"bd-{run_id}-prof.", args.partitions, sim_path, events, args, work)
+            profile = profile_pass(bootstrap, f"bd-{run_id}-prof.", args.partitions, tp.sim_path, tp.events, args, work)
             if isinstance(profile, str):
                 say(f"no profile: {profile}")
             else:
-                say(
-                    f"py-spy: {profile.samples:,} samples (non-idle) over {profile.seconds}s; folded stacks in "
-                    f"{profile.folded_path}"
-                )
-                say("top self time:")
-                for frame, n in profile.top_self:
-                    say(f"  {n / profile.samples:6.1%}  {frame}")
-                say("inclusive, project code:")
-                for frame, n in profile.top_project_inclusive:
-                    say(f"  {n / profile.samples:6.1%}  {frame}")
-                if profile.marked_inclusive:
-                    say("inclusive, marked frames:")
-                    for frame, n in profile.marked_inclusive.items():
-                        say(f"  {n / profile.samples:6.1%}  {frame}")
+                print_profile(profile)
 
-    ok = all(r.counts_ok for r in runs) and (latency is None or latency.counts_ok)
+    ok = (tp is None or all(r.counts_ok for r in tp.runs)) and (latency is None or latency.counts_ok)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "bench": "detectors",
@@ -1138,7 +1355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {
             k: (str(v) if isinstance(v, Path) else v)
             for k, v in vars(args).items()
-            if k not in ("role", "bootstrap", "prefix", "expect", "result", "timeout")
+            if k not in ("role", "bootstrap", "prefix", "expect", "result", "timeout", "work_dir")
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -1147,13 +1364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load_1min_at_start": load_at_start,
         },
         "code": code_version(),
-        "workload": {"events": events, "by_kind": dict(kinds), **asdict(loaded)},
-        "alerts_expected": len(expected_ids),
-        "throughput": [asdict(r) for r in runs],
-        "ratios": ratios,
+        "workload": (
+            {"events": tp.events, "by_kind": tp.by_kind, "alerts_expected": tp.alerts_expected, **asdict(tp.loaded)}
+            if tp
+            else None
+        ),
+        "throughput": [asdict(r) for r in tp.runs] if tp else None,
+        "ratios": tp.ratios if tp else None,
         "latency": asdict(latency) if latency is not None else None,
         "targets": {
-            "worker_events_per_s": {"target": TARGET_EVENTS_PER_S, "got": worker.events_per_s, "pass": throughput_pass},
+            "worker_events_per_s": {"target": TARGET_EVENTS_PER_S, "got": worker_rate, "pass": throughput_pass},
             "latency_p99_ms": {
                 "target": TARGET_P99_S * 1000,
                 "got": latency.ack_to_seen_p99_ms if latency else None,
