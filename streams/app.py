@@ -32,19 +32,10 @@ from streams.settings import Mode, Settings
 log = logging.getLogger("pora.worker")
 
 
-def build_app(
-    settings: Settings,
-    rules: RulesConfig | None = None,
-    *,
-    app_id: str = "pora-detectors",
-    already_emitted: set[str] | None = None,
-    upstream_partitions: int | None = None,
-) -> faust.App:
-    """The worker's topology, in one place, for `pora worker` and the tests. ``already_emitted``:
-    alert record ids on the alerts topic, which a restarted worker must not send again."""
-    rules = rules or default_rules()
+def faust_app(settings: Settings, app_id: str) -> faust.App:
+    """An empty faust app with the worker's settings (the benchmark's bare-faust baseline uses it too)."""
     local = settings.mode is Mode.LOCAL
-    app = faust.App(
+    return faust.App(
         f"{settings.topic_prefix}{app_id}",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -61,6 +52,20 @@ def build_app(
         # nothing is acked (state is rebuilt by replay), so do not wait for acks when stopping
         stream_wait_empty=False,
     )
+
+
+def build_app(
+    settings: Settings,
+    rules: RulesConfig | None = None,
+    *,
+    app_id: str = "pora-detectors",
+    already_emitted: set[str] | None = None,
+    upstream_partitions: int | None = None,
+) -> faust.App:
+    """The worker's topology, in one place, for `pora worker` and the tests. ``already_emitted``:
+    alert record ids on the alerts topic, which a restarted worker must not send again."""
+    rules = rules or default_rules()
+    app = faust_app(settings, app_id)
     c = codec()
     prefix = settings.topic_prefix
     inputs = app.topic(*[settings.topic(t) for t in INPUTS], key_type=bytes, value_type=bytes)

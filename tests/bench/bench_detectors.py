@@ -576,20 +576,10 @@ def role_bare_faust(a: Namespace) -> int:
     """A faust app with the worker's settings whose agent only counts records (runs until stopped)."""
     import faust
 
-    app = faust.App(
-        f"{a.prefix}bench-bare-faust",
-        broker=f"kafka://{a.bootstrap}",
-        store="memory://",
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=a.partitions,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        web_enabled=False,
-        broker_session_timeout=6,
-        broker_heartbeat_interval=2,
-        consumer_auto_offset_reset="earliest",
-    )
+    from streams.app import faust_app
+
+    settings = Settings(kafka_bootstrap=a.bootstrap, topic_prefix=a.prefix, topic_partitions=a.partitions)
+    app = faust_app(settings, "bench-bare-faust")
     inputs = app.topic(*input_topics(a.prefix), key_type=bytes, value_type=bytes)
     result = Path(a.result)
     seen = {"count": 0, "first": 0.0}
