@@ -1,41 +1,54 @@
-"""The detector worker: a faust app whose agent runs the person rules, one timeline per partition.
+"""The detector worker: a faust app with the person, entity and roster stages (RULES.md).
 
-The person-keyed topics (hotel guest events, border crossings, permit updates, agency reports)
-have the same partition count, so faust assigns partition *p* of all four to the same worker;
-that worker's `PersonDetector` for *p* sees all of a person's events. Alerts go to `alerts`,
-keyed by alert id; undecodable records go to the dead-letter topic and the worker goes on.
+The person-keyed topics (hotel guest events, border crossings, permit updates, agency reports and
+the internal roster facts) have the same partition count, so faust assigns partition *p* of all
+of them to the same worker; that worker's `PersonDetector` for *p* sees all of a person's events.
+The entity stage reads the person stage's facts with `sponsor.reports` and routes every roster
+entry back to its person's partition. Alerts go to `alerts`, keyed by alert id; undecodable records
+go to the dead-letter topic and the worker goes on.
 
-State is rebuilt, not restored: the agent commits no offsets, so a worker that starts or takes
+State is rebuilt, not restored: the agents commit no offsets, so a worker that starts or takes
 over a partition reads it from the beginning and its detector reaches the same state. Alert
 records already on the `alerts` topic (read when the worker starts) are not sent again; the ids
 are deterministic, so a crash or a rebalance neither loses nor adds an alert. (With months of
 history a snapshot of the detector state would shorten this; the topics' retention bounds it.)
+
+Speed (see PERFORMANCE.md and `make bench-detectors`): faust's per-message loop is replaced by
+:mod:`streams.fastpath`, writes go through an :class:`Outbox` flushed when the input buffer runs
+dry, and the agents do not yield per event.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
 import orjson
+from mode.supervisors import CrashingSupervisor
 
+from connectors.gateway.publisher import KafkaPublisher
 from schemas.codec import DecodeError, codec
-from streams import topics
+from streams import fastpath, topics
 from streams.detect.config import RulesConfig, default_rules
 from streams.detect.entity import EntityDetector
 from streams.detect.person import INPUTS, PersonDetector
+from streams.detect.roster import route_roster
+from streams.outbox import Outbox
 from streams.settings import Mode, Settings
 
 log = logging.getLogger("pora.worker")
 
 
-def faust_app(settings: Settings, app_id: str) -> faust.App:
-    """An empty faust app with the worker's settings (the benchmark's bare-faust baseline uses it too)."""
+def faust_app(settings: Settings, app_id: str, *, fast: bool = True) -> faust.App:
+    """An empty faust app with the worker's settings (the benchmark's bare-faust baseline uses it
+    too). ``fast``: install :mod:`streams.fastpath` (process-wide) and size the buffers for it."""
     local = settings.mode is Mode.LOCAL
-    return faust.App(
+    tuned: dict[str, Any] = {}
+    if fast and fastpath.install():
+        tuned = dict(stream_buffer_maxsize=65_536, broker_max_poll_records=5_000)
+    app = faust.App(
         f"{settings.topic_prefix}{app_id}",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -51,7 +64,16 @@ def faust_app(settings: Settings, app_id: str) -> faust.App:
         consumer_auto_offset_reset="earliest",
         # nothing is acked (state is rebuilt by replay), so do not wait for acks when stopping
         stream_wait_empty=False,
+        stream_ack_exceptions=False,
+        **tuned,
     )
+    return app
+
+
+def _buffer_empty(stream: Any) -> Any:
+    """A probe for "nothing more is buffered for this agent": then its writes are flushed."""
+    queue = stream.channel.queue
+    return queue.empty
 
 
 def build_app(
@@ -61,79 +83,129 @@ def build_app(
     app_id: str = "pora-detectors",
     already_emitted: set[str] | None = None,
     upstream_partitions: int | None = None,
+    outbox: Outbox | None = None,
 ) -> faust.App:
     """The worker's topology, in one place, for `pora worker` and the tests. ``already_emitted``:
-    alert record ids on the alerts topic, which a restarted worker must not send again."""
+    alert record ids on the alerts topic, which a restarted worker must not send again.
+    ``outbox``: where the writes go (default: a Kafka producer started with the first write)."""
     rules = rules or default_rules()
     app = faust_app(settings, app_id)
     c = codec()
     prefix = settings.topic_prefix
-    inputs = app.topic(*[settings.topic(t) for t in INPUTS], key_type=bytes, value_type=bytes)
-    alerts = app.topic(settings.topic(topics.ALERTS), key_type=bytes, value_type=bytes)
-    dead_letters = app.topic(settings.topic(topics.DEAD_LETTERS), key_type=bytes, value_type=bytes)
-    facts = app.topic(settings.topic(topics.ENTITY_FACTS), key_type=bytes, value_type=bytes)
+    partitions = upstream_partitions or settings.topic_partitions
+    person_topics = [settings.topic(t) for t in (*INPUTS, topics.PERSON_FACTS)]
+    person_inputs = app.topic(*person_topics, key_type=bytes, value_type=bytes)
     entity_inputs = app.topic(
         settings.topic(topics.ENTITY_FACTS), settings.topic(topics.SPONSOR_REPORTS), key_type=bytes, value_type=bytes
     )
-    partitions = upstream_partitions or settings.topic_partitions
-    facts_topic = settings.topic(topics.ENTITY_FACTS)
+    alerts_topic = settings.topic(topics.ALERTS)
+    dead_letters_topic = settings.topic(topics.DEAD_LETTERS)
+    entity_facts_topic = settings.topic(topics.ENTITY_FACTS)
+    person_facts_topic = settings.topic(topics.PERSON_FACTS)
     detectors: dict[int, PersonDetector] = {}
     entity_detectors: dict[int, EntityDetector] = {}
     emitted = set(already_emitted or ())  # alert record ids on the alerts topic
+    publisher: KafkaPublisher | None = None
+    if outbox is None:
+        publisher = KafkaPublisher(settings.kafka_bootstrap, client_id=f"{settings.topic_prefix}{app_id}")
+        out = Outbox(publisher)
+    else:
+        out = outbox
+    started = False
 
-    @app.agent(inputs, name="person-rules")
-    async def person_rules(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        # no acks, so no committed offsets: every (re)assignment replays the partition
-        manual: Any = stream  # faust's StreamT stub lacks noack()
-        async for event in manual.noack().events():
-            message = event.message
-            detector = detectors.get(message.partition)
-            if detector is None:
-                detector = detectors[message.partition] = PersonDetector(rules, partition=message.partition)
-            raw = event.value
+    async def ready() -> None:
+        nonlocal started
+        if not started and publisher is not None:
+            await publisher.start()
+        started = True
+
+    async def _drain(app: Any, *_: Any, **__: Any) -> None:
+        if started:
             try:
-                kind, record = c.decode(raw)
-            except DecodeError as exc:
-                await dead_letters.send(key=b"worker", value=_dead_letter(c, raw, message.topic, str(exc)))
-                continue
-            for alert in detector.offer(message.topic[len(prefix) :], kind, record):
-                if alert["event_id"] in emitted:
-                    continue  # sent before this worker (re)started
-                emitted.add(alert["event_id"])
-                await alerts.send(key=alert["alert_id"].encode(), value=c.encode("alert", alert))
-            for key, fact in detector.facts:
-                body = orjson.dumps(fact)
-                if key is None:  # a watermark: to every partition of the second stage
-                    for q in range(partitions):
-                        await facts.send(value=body, partition=q)
-                else:
-                    await facts.send(key=key, value=body)
-            detector.facts.clear()
-            yield None
+                await out.drain()
+            finally:
+                if publisher is not None:
+                    await publisher.stop()
 
-    @app.agent(entity_inputs, name="entity-rules")
-    async def entity_rules(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        manual: Any = stream
+    app.on_before_shutdown.connect(_drain)  # type: ignore[arg-type]  # faust's stub wants a `signal` kwarg
+
+    def send_alerts(found: list[dict[str, Any]]) -> None:
+        for alert in found:
+            if alert["event_id"] in emitted:
+                continue  # sent before this worker (re)started
+            emitted.add(alert["event_id"])
+            out.add(alerts_topic, alert["alert_id"].encode(), c.encode("alert", alert))
+
+    def send_entity_facts(detector: PersonDetector) -> None:
+        for key, fact in detector.facts:
+            body = orjson.dumps(fact)
+            if key is None:  # a watermark: to every partition of the second stage
+                for q in range(partitions):
+                    out.add(entity_facts_topic, None, body, q)
+            else:
+                out.add(entity_facts_topic, key, body)
+        detector.facts.clear()
+
+    def dead_letter(raw: bytes, topic: str, exc: Exception) -> None:
+        out.add(dead_letters_topic, b"worker", _dead_letter(c, raw, topic, str(exc)))
+
+    @app.agent(person_inputs, name="person-rules", supervisor_strategy=CrashingSupervisor)
+    async def person_rules(stream: faust.StreamT[bytes]) -> None:
+        # no acks, so no committed offsets: every (re)assignment replays the partition
+        await ready()
+        manual: Any = stream  # faust's StreamT stub lacks noack()
+        drained = _buffer_empty(manual)
         async for event in manual.noack().events():
             message = event.message
-            detector = entity_detectors.get(message.partition)
+            p = message.partition
+            detector = detectors.get(p)
             if detector is None:
-                detector = entity_detectors[message.partition] = EntityDetector(rules, partitions)
-            if message.topic == facts_topic:
-                out = detector.offer_fact(orjson.loads(event.value))
+                detector = detectors[p] = PersonDetector(rules, partition=p, sponsor_partitions=partitions)
+            raw = event.value
+            if message.topic == person_facts_topic:
+                send_alerts(detector.offer_roster(orjson.loads(raw)))
+            else:
+                try:
+                    kind, record = c.decode(raw)
+                except DecodeError as exc:
+                    dead_letter(raw, message.topic, exc)
+                else:
+                    send_alerts(detector.offer(message.topic[len(prefix) :], kind, record))
+            if detector.facts:
+                send_entity_facts(detector)
+            if out.full or drained():
+                await out.flush()
+
+    @app.agent(entity_inputs, name="entity-rules", supervisor_strategy=CrashingSupervisor)
+    async def entity_rules(stream: faust.StreamT[bytes]) -> None:
+        await ready()
+        manual: Any = stream
+        drained = _buffer_empty(manual)
+        async for event in manual.noack().events():
+            message = event.message
+            q = message.partition
+            detector = entity_detectors.get(q)
+            if detector is None:
+                detector = entity_detectors[q] = EntityDetector(rules, partitions)
+            if message.topic == entity_facts_topic:
+                send_alerts(detector.offer_fact(orjson.loads(event.value)))
             else:
                 try:
                     kind, record = c.decode(event.value)
                 except DecodeError as exc:
-                    await dead_letters.send(key=b"worker", value=_dead_letter(c, event.value, message.topic, str(exc)))
-                    continue
-                out = detector.offer_report(kind, record)
-            for alert in out:
-                if alert["event_id"] in emitted:
-                    continue
-                emitted.add(alert["event_id"])
-                await alerts.send(key=alert["alert_id"].encode(), value=c.encode("alert", alert))
-            yield None
+                    dead_letter(event.value, message.topic, exc)
+                else:
+                    send_alerts(detector.offer_report(kind, record))
+                    # roster entries to the people they name (whereabouts), ticks to every partition
+                    for key, fact in route_roster(q, kind, record):
+                        body = orjson.dumps(fact)
+                        if key is None:
+                            for p in range(partitions):
+                                out.add(person_facts_topic, None, body, p)
+                        else:
+                            out.add(person_facts_topic, key, body)
+            if out.full or drained():
+                await out.flush()
 
     return app
 

@@ -13,6 +13,7 @@ ALERTS = "alerts"
 ALERT_ACTIONS = "alerts.actions"
 DEAD_LETTERS = "dead-letters"
 ENTITY_FACTS = "pora.entity-facts"  # internal: the person stage's facts for the establishment/sponsor stage
+PERSON_FACTS = "pora.person-facts"  # internal: sponsor roster entries routed to the people they name
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ALERT_ACTIONS, "alert_action", "audit trail of triage actions"),
     TopicSpec(DEAD_LETTERS, "dead_letter", "rejected raw input with the reason"),
     TopicSpec(ENTITY_FACTS, "", "internal (JSON): facts keyed by establishment or sponsor, and watermarks"),
+    TopicSpec(PERSON_FACTS, "", "internal (JSON): sponsor roster entries keyed by person, and watermarks"),
 )
 
 BY_NAME = {t.name: t for t in TOPICS}

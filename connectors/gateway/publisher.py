@@ -19,6 +19,14 @@ class OutRecord(NamedTuple):
     partition: int | None = None  # set for clock ticks, which go to every partition
 
 
+class Submitted(NamedTuple):
+    results: list[BaseException | None]  # per record: an error found before sending, else None so far
+    sent: list[tuple[asyncio.Future[object], list[int]]]  # per batch: its ack and the records in it
+
+    def done(self) -> bool:
+        return all(f.done() for f, _ in self.sent)
+
+
 class Publisher(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -30,7 +38,9 @@ class Publisher(Protocol):
 class KafkaPublisher:
     """aiokafka producer with acks from all in-sync replicas; returns per-record failures."""
 
-    def __init__(self, bootstrap: str, *, send_timeout_s: float = 30.0, linger_ms: int = 5) -> None:
+    def __init__(
+        self, bootstrap: str, *, send_timeout_s: float = 30.0, linger_ms: int = 5, client_id: str = "pora-gateway"
+    ) -> None:
         self._config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -38,7 +48,7 @@ class KafkaPublisher:
             max_batch_size=512 * 1024,
             max_request_size=8 * 1024 * 1024,
             request_timeout_ms=int(send_timeout_s * 1000),
-            client_id="pora-gateway",
+            client_id=client_id,
         )
         self._timeout = send_timeout_s
         self._started = False
@@ -59,10 +69,15 @@ class KafkaPublisher:
         return self._started
 
     async def publish(self, records: Sequence[OutRecord]) -> list[BaseException | None]:
-        """Send all records, grouped into one batch per partition, and wait for the acks.
+        """Send all records, grouped into one batch per partition, and wait for the acks."""
+        return await self.wait(await self.submit(records))
+
+    async def submit(self, records: Sequence[OutRecord]) -> Submitted:
+        """Hand the records to the producer, one batch per partition, without waiting for the acks.
 
         Batches are built here rather than through ``send()`` per record: the per-record path costs
-        several awaits and a Python murmur2 each, half the gateway's time per event.
+        several awaits and a Python murmur2 each, half the gateway's time per event. Records for one
+        partition keep their order (aiokafka has one request in flight per broker).
         """
         results: list[BaseException | None] = [None] * len(records)
         groups: dict[tuple[str, int], list[int]] = {}
@@ -92,6 +107,11 @@ class KafkaPublisher:
                 members.append(i)
             if members:
                 sent.append(await self._submit(batch, topic, partition, members, results))
+        return Submitted(results, sent)
+
+    async def wait(self, submitted: Submitted) -> list[BaseException | None]:
+        """The acks of submitted records: None per record the broker acknowledged, else the error."""
+        results, sent = submitted.results, submitted.sent
         pending = [f for f, _ in sent if not f.done()]
         if pending:
             await asyncio.wait(pending, timeout=self._timeout)

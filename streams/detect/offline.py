@@ -1,4 +1,4 @@
-"""Both stages without Kafka: the alerts the worker gives for records as they lie on the topics.
+"""All stages without Kafka: the alerts the worker gives for records as they lie on the topics.
 The reference for the tests and the benchmark, and a way to try a rules change on recorded data."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from streams import topics
 from streams.detect.config import RulesConfig
 from streams.detect.entity import EntityDetector
 from streams.detect.person import INPUTS, PersonDetector
+from streams.detect.roster import route_roster
 
 
 def detect_offline(
@@ -18,18 +19,29 @@ def detect_offline(
 ) -> list[dict[str, Any]]:
     """``records``: (topic name without prefix, partition, kind, decoded record), each partition in
     offset order. Returns the alert records in the order the stages emit them."""
-    person = {p: PersonDetector(rules, partition=p, clock=lambda: 0) for p in range(partitions)}
+    person = {
+        p: PersonDetector(rules, partition=p, sponsor_partitions=partitions, clock=lambda: 0) for p in range(partitions)
+    }
     entity = {q: EntityDetector(rules, partitions, clock=lambda: 0) for q in range(partitions)}
     out: list[dict[str, Any]] = []
+
+    def to_entities(detector: PersonDetector) -> None:
+        nonlocal out
+        for key, fact in detector.facts:
+            targets = range(partitions) if key is None else [partition_for(key, partitions)]
+            for q in targets:
+                out += entity[q].offer_fact(fact)
+        detector.facts.clear()
+
     for topic, p, kind, record in records:
         if topic == topics.SPONSOR_REPORTS:
             out += entity[p].offer_report(kind, record)
-        elif topic in INPUTS:
-            detector = person[p]
-            out += detector.offer(topic, kind, record)
-            for key, fact in detector.facts:
+            for key, fact in route_roster(p, kind, record):
                 targets = range(partitions) if key is None else [partition_for(key, partitions)]
-                for q in targets:
-                    out += entity[q].offer_fact(fact)
-            detector.facts.clear()
+                for target in targets:
+                    out += person[target].offer_roster(fact)
+                    to_entities(person[target])
+        elif topic in INPUTS:
+            out += person[p].offer(topic, kind, record)
+            to_entities(person[p])
     return out

@@ -25,6 +25,15 @@ CITIZEN = "IDN"
 INPUTS = (topics.HOTEL_GUEST_EVENTS, topics.BORDER_CROSSINGS, topics.PERMIT_UPDATES, topics.AGENCY_REPORTS)
 
 
+def roster_input(partition: int) -> str:
+    """The person stage's input for roster entries routed from one sponsor-reports partition."""
+    return f"{topics.PERSON_FACTS}/{partition}"
+
+
+def timeline_inputs(sponsor_partitions: int) -> tuple[str, ...]:
+    return INPUTS + tuple(roster_input(q) for q in range(sponsor_partitions))
+
+
 def ms(value: Any) -> int:
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
@@ -98,6 +107,9 @@ class Person:
     checkins: dict[str, CheckIn] = field(default_factory=dict)
     screened_at: dict[str, str] = field(default_factory=dict)  # checkpoint id -> departure event id
     alerts: AlertStates = field(default_factory=dict)
+    # whereabouts: sighting id -> (last local day it covers, office, what); see RULES.md
+    sightings: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    accounted: tuple[int, str, str, str] | None = None  # (day W, sighting id, office, what) of the running count
     applied: set[str] = field(default_factory=set)
 
     @property
@@ -147,10 +159,19 @@ def tppo_finding(
 class PersonDetector:
     """All person rules for one partition of the person-keyed topics."""
 
-    def __init__(self, rules: RulesConfig, *, partition: int = 0, clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        rules: RulesConfig,
+        *,
+        partition: int = 0,
+        sponsor_partitions: int = 0,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        """``sponsor_partitions``: how many sponsor-reports partitions route roster entries here (the
+        watermark waits for each); 0 when no rosters are routed (sponsor sightings are then unknown)."""
         self.rules = rules
         self.partition = partition
-        self.timeline = Timeline(INPUTS, int(rules.time.lateness_seconds * 1000))
+        self.timeline = Timeline(timeline_inputs(sponsor_partitions), int(rules.time.lateness_seconds * 1000))
         self.people: dict[str, Person] = {}
         self._clock = clock or (lambda: int(_time.time() * 1000))
         self._out: list[dict[str, Any]] = []
@@ -168,6 +189,15 @@ class PersonDetector:
         else:
             self.timeline.offer(topic, reported, str(record["event_id"]), (kind, record))
         return self._run(forward=kind == "clock_tick")
+
+    def offer_roster(self, fact: dict[str, Any]) -> list[dict[str, Any]]:
+        """A routed roster fact (see :mod:`streams.detect.roster`): an entry, or a tick of its partition."""
+        source = roster_input(int(fact["src"]))
+        if fact["t"] == "tick":
+            self.timeline.tick(source, int(fact["at"]))
+            return self._run(forward=True)
+        self.timeline.offer(source, int(fact["at"]), str(fact["event_id"]), ("roster", fact))
+        return self._run()
 
     def tick(self, topic: str, at_ms: int) -> list[dict[str, Any]]:
         self.timeline.tick(topic, at_ms)
@@ -224,7 +254,9 @@ class PersonDetector:
         return person
 
     def _apply(self, at: int, kind: str, rec: dict[str, Any]) -> None:
-        if kind == "border_crossing":
+        if kind == "roster":
+            person = self._person({"person_key": rec["pk"], "nationality": rec["nat"]})
+        elif kind == "border_crossing":
             person = self._person(rec["traveller"])
         elif kind == "hotel_guest_event":
             person = self._person(rec["guest"])
@@ -239,8 +271,12 @@ class PersonDetector:
             self._crossing(person, at, rec)
         elif kind == "hotel_guest_event":
             self._hotel(person, at, rec)
+        elif kind == "roster":
+            person.sightings[rec["event_id"]] = (int(rec["day"]), rec["office"], f"listed by sponsor {rec['sponsor']}")
         else:
             self._permit(person, at, rec)
+        if person.nationality != CITIZEN:
+            self._whereabouts(person, at)
 
     def _schedule_stay(self, person: Person) -> None:
         auth = person.authorised()
@@ -274,6 +310,11 @@ class PersonDetector:
                     arr.get("declared_establishment_id"),
                 )
                 self._schedule_stay(person)
+                person.sightings[rec["event_id"]] = (
+                    local_day(occurred),
+                    checkpoint["office"],
+                    f"arrived at {checkpoint.get('name') or checkpoint['checkpoint_id']}",
+                )
                 if arr.get("declared_establishment_id"):
                     deadline = occurred + int(2 * self.rules.reporting.hotel_deadline_hours * HOUR_MS)
                     self.timeline.schedule(deadline, f"{person.key}:missing", ("missing", person.key, rec["event_id"]))
@@ -513,6 +554,7 @@ class PersonDetector:
                 )
         elif action == "CHECK_OUT":
             out_day = days(rec["check_out_date"]) if rec.get("check_out_date") is not None else local_day(at)
+            person.sightings[rec["event_id"]] = (out_day, est["office"], f"checked out of {est['name']}")
             open_stays = [
                 c
                 for c in person.checkins.values()
@@ -583,6 +625,39 @@ class PersonDetector:
         finding.reasons.insert(0, f"checked in at {ci.establishment_name} on {show_day(ci.check_in_date)}")
         self._emit(person, finding, at)
 
+    def _whereabouts(self, person: Person, at: int) -> None:
+        """Recompute W, the last day a hotel, sponsor or arrival accounts for the person (RULES.md)."""
+        best: tuple[int, str, str, str] | None = None
+        for ci in person.checkins.values():
+            if ci.cancelled:
+                continue
+            day = ci.check_in_date
+            if not ci.checked_out and ci.expected_out is not None and ci.expected_out > day:
+                day = ci.expected_out  # the hotel vouches for the stay it reported
+            cand = (day, ci.event_id, ci.office, f"checked in at {ci.establishment_name}")
+            if best is None or cand[:2] > best[:2]:
+                best = cand
+        for sid, (day, office, what) in person.sightings.items():
+            if best is None or (day, sid) > best[:2]:
+                best = (day, sid, office, what)
+        if best is None:
+            return
+        before, person.accounted = person.accounted, best
+        if before is not None and before[0] == best[0]:
+            return
+        silent = self.rules.reporting.whereabouts_silent_days
+        if before is not None and before[0] < best[0] <= before[0] + silent:
+            self._withdraw(
+                person,
+                "whereabouts.unknown",
+                show_day(before[0]),
+                at,
+                f"reported later: {best[3]} on {show_day(best[0])}, inside the silence",
+            )
+        self.timeline.schedule(
+            day_start(best[0] + silent + 1), f"{person.key}:whereabouts", ("silent", person.key, best[0])
+        )
+
     # ------------------------------------------------------------------ timers
 
     def _fire(self, at: int, payload: tuple[Any, ...]) -> None:
@@ -645,6 +720,29 @@ class PersonDetector:
                     {"establishment_id": str(est), "person_key": person.key},
                     [f"declared accommodation {est} at arrival; no check-in reported within {hours:g} h"],
                     [Evidence("declared_establishment_id", str(est), arrival_id)],
+                ),
+                at,
+            )
+        elif rule == "silent":
+            since = payload[2]
+            acc = person.accounted
+            if acc is None or acc[0] != since or not person.in_country:
+                return  # a later report accounted for the person, or they left
+            silent = self.rules.reporting.whereabouts_silent_days
+            self._emit(
+                person,
+                Finding(
+                    "whereabouts.unknown",
+                    show_day(since),
+                    "MEDIUM",
+                    acc[2],
+                    {"person_key": person.key},
+                    [
+                        f"still in Indonesia, and no hotel or sponsor report has covered the {silent} days "
+                        f"since {show_day(since)}",
+                        f"last known: {acc[3]} ({show_day(since)})",
+                    ],
+                    [Evidence("last_sighting", show_day(since), acc[1].split("|")[0])],
                 ),
                 at,
             )

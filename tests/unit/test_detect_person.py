@@ -11,6 +11,7 @@ import pytest
 from streams import topics
 from streams.detect.config import default_rules
 from streams.detect.person import DAY_MS, HOUR_MS, INPUTS, PersonDetector, day_start, days
+from streams.detect.timeline import NEVER
 
 RULES = default_rules()
 LATE_MS = int(RULES.time.lateness_seconds * 1000)
@@ -167,8 +168,10 @@ def run(
     return out
 
 
-def rules_of(alerts: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(a["rule_id"], a["status"]) for a in alerts]
+def rules_of(alerts: list[dict[str, Any]], *, whereabouts: bool = False) -> list[tuple[str, str]]:
+    """(rule, status) of each alert; whereabouts.unknown only when asked (anyone followed for
+    more than two weeks without a hotel report also gets it, which most tests are not about)."""
+    return [(a["rule_id"], a["status"]) for a in alerts if whereabouts or a["rule_id"] != "whereabouts.unknown"]
 
 
 # ------------------------------------------------------------------ overstay
@@ -205,7 +208,7 @@ def test_overstay_escalates_at_60_days() -> None:
 
 def test_extension_before_expiry_means_no_overstay() -> None:
     alerts = run([arrival("p1", at(0), until_day=29), permit("p1", at(20), until_day=59)], until=at(40))
-    assert alerts == []  # extended on day 20, before the day-22 warning would have been due
+    assert rules_of(alerts) == []  # extended on day 20, before the day-22 warning would have been due
     warned = run([arrival("p2", at(0), until_day=29), permit("p2", at(25), until_day=59)], until=at(40))
     assert rules_of(warned) == [("permit.expiring", "RAISED")]  # warned on day 22, extended on day 25
 
@@ -235,7 +238,7 @@ def test_overstay_at_exit_counts_days_and_charge() -> None:
 def test_permit_expiring_only_while_in_the_country_and_unchanged() -> None:
     alerts = run([arrival("p1", at(0), until_day=29)], until=at(23))
     assert rules_of(alerts) == [("permit.expiring", "RAISED")]
-    assert alerts[0]["occurred_at"] == day_start(D0 + 22)
+    assert [a["occurred_at"] for a in alerts if a["rule_id"] == "permit.expiring"] == [day_start(D0 + 22)]
     left = run([arrival("p2", at(0), until_day=29), departure("p2", at(10))], until=at(25))
     assert left == []
 
@@ -378,7 +381,7 @@ def test_nothing_is_released_before_every_input_has_reached_the_time() -> None:
         det.tick(topic, at(40))
     assert det.timeline.watermark < at(1)
     out = det.tick(INPUTS[-1], at(40))
-    assert [a["rule_id"] for a in out] == ["permit.expiring", "overstay"]
+    assert [r for r, _ in rules_of(out)] == ["permit.expiring", "overstay"]
 
 
 def test_alert_ids_depend_on_rule_subject_and_window_only() -> None:
@@ -396,3 +399,128 @@ def test_day_boundaries_are_local_time(hours: float) -> None:
     exit_ = [a for a in alerts if a["rule_id"] == "overstay.at_exit"]
     assert {e["name"]: e["value"] for e in exit_[0]["evidence"]}["days_over"] == "1"
     assert DAY_MS == 86_400_000
+
+
+# ------------------------------------------------------------------ whereabouts.unknown
+
+SILENT = RULES.reporting.whereabouts_silent_days
+
+
+def roster_fact(pk: str, reported: int, period_end_day: int, *, src: int = 0, report: str = "spr-1") -> dict[str, Any]:
+    return {
+        "t": "seen",
+        "src": src,
+        "at": reported,
+        "event_id": f"{report}|{pk}",
+        "pk": pk,
+        "nat": "SGP",
+        "day": D0 + period_end_day,
+        "office": "KANIM-JAKSEL",
+        "sponsor": "SPN-1",
+    }
+
+
+def run_with_rosters(
+    events: list[tuple[str, str, dict[str, Any]]], rosters: list[dict[str, Any]], until: int
+) -> list[dict[str, Any]]:
+    det = PersonDetector(RULES, sponsor_partitions=1, clock=lambda: 0)
+    out: list[dict[str, Any]] = []
+    for fact in rosters:
+        out += det.offer_roster(fact)
+    out += det.offer_roster({"t": "tick", "src": 0, "at": until + LATE_MS})
+    return out + run(events, until, det)
+
+
+def whereabouts(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [a for a in alerts if a["rule_id"] == "whereabouts.unknown"]
+
+
+def test_whereabouts_unknown_after_the_silent_days_from_the_arrival() -> None:
+    just_before = run([arrival("p1", at(0), until_day=59)], until=at(SILENT, 23.9))
+    assert whereabouts(just_before) == []
+    alerts = run([arrival("p1", at(0), until_day=59)], until=at(SILENT + 1, 0.01))
+    (a,) = whereabouts(alerts)
+    assert (a["status"], a["severity"], a["office"]) == ("RAISED", "MEDIUM", "KANIM-BATAM")
+    assert a["occurred_at"] == day_start(D0 + SILENT + 1)
+    assert {e["name"]: e["value"] for e in a["evidence"]}["window"] == "2026-11-01"
+    assert "arrived at Batam Centre" in a["reasons"][1]
+
+
+def test_a_hotel_stay_counts_until_its_expected_check_out() -> None:
+    stay = [arrival("p1", at(0), until_day=59), hotel("p1", at(0, 14), 0, expected_out=10)]
+    assert whereabouts(run(stay, until=at(10 + SILENT, 23))) == []
+    (a,) = whereabouts(run(stay, until=at(10 + SILENT + 1, 1)))
+    assert {e["name"]: e["value"] for e in a["evidence"]}["window"] == "2026-11-11"
+    assert "checked in at Hotel Harmoni" in a["reasons"][1]
+
+
+def test_a_check_out_ends_what_the_stay_vouched_for() -> None:
+    left_early = [
+        arrival("p1", at(0), until_day=59),
+        hotel("p1", at(0, 14), 0, expected_out=20),
+        hotel("p1", at(2, 11), 2, action="CHECK_OUT"),
+    ]
+    (a,) = whereabouts(run(left_early, until=at(2 + SILENT + 1, 1)))
+    assert {e["name"]: e["value"] for e in a["evidence"]}["window"] == "2026-11-03"
+    assert "checked out of Hotel Harmoni" in a["reasons"][1]
+
+
+def test_a_sponsor_roster_accounts_for_the_person() -> None:
+    events = [arrival("p1", at(0), until_day=90)]
+    # listed for a period ending on day 10, reported on day 12 (before the arrival's silence ran out)
+    listed = [roster_fact("p1", at(12), 10)]
+    assert whereabouts(run_with_rosters(events, listed, until=at(10 + SILENT, 23))) == []
+    (a,) = whereabouts(run_with_rosters(events, listed, until=at(10 + SILENT + 1, 1)))
+    assert a["office"] == "KANIM-JAKSEL"
+    assert "listed by sponsor SPN-1" in a["reasons"][1]
+
+
+def test_the_person_stage_waits_for_every_roster_partition() -> None:
+    det = PersonDetector(RULES, sponsor_partitions=2, clock=lambda: 0)
+    run([arrival("p1", at(0), until_day=90)], until=at(20), detector=det)  # person topics at day 20
+    assert det.timeline.watermark == NEVER  # no roster partition has said anything
+    det.offer_roster({"t": "tick", "src": 0, "at": at(20)})
+    assert det.timeline.watermark == NEVER
+    out = det.offer_roster({"t": "tick", "src": 1, "at": at(20)})
+    assert [a["rule_id"] for a in whereabouts(out)] == ["whereabouts.unknown"]
+
+
+def test_a_late_report_inside_the_silence_withdraws() -> None:
+    alerts = run(
+        [
+            arrival("p1", at(0), until_day=59),
+            # checked in on day 5, reported on day 16: a late report, not silence
+            hotel("p1", at(5), 5, reported=at(SILENT + 2)),
+        ],
+        until=at(SILENT + 3),
+    )
+    assert rules_of(whereabouts(alerts), whereabouts=True) == [
+        ("whereabouts.unknown", "RAISED"),
+        ("whereabouts.unknown", "WITHDRAWN"),
+    ]
+    assert "inside the silence" in alerts[-1]["reasons"][-1]
+
+
+def test_resurfacing_after_the_silence_keeps_the_alert_and_counts_again() -> None:
+    alerts = run(
+        [arrival("p1", at(0), until_day=90), hotel("p1", at(SILENT + 5), SILENT + 5)],
+        until=at(2 * SILENT + 7),
+    )
+    found = whereabouts(alerts)
+    assert rules_of(found, whereabouts=True) == [("whereabouts.unknown", "RAISED")] * 2
+    windows = [{e["name"]: e["value"] for e in a["evidence"]}["window"] for a in found]
+    assert windows == ["2026-11-01", "2026-11-20"]
+
+
+def test_no_whereabouts_alert_after_departure_or_for_citizens() -> None:
+    gone = run([arrival("p1", at(0), until_day=59), departure("p1", at(10))], until=at(SILENT + 5))
+    assert whereabouts(gone) == []
+    home = run([departure("c1", at(0), nat="IDN")], until=at(SILENT + 5))
+    assert whereabouts(home) == []
+
+
+def test_a_cancelled_check_in_accounts_for_nothing() -> None:
+    ci = hotel("p1", at(3), 3, eid="ci-1")
+    cancel = hotel("p1", at(4), 3, action="CANCEL", corrects="ci-1")
+    (a,) = whereabouts(run([arrival("p1", at(0), until_day=59), ci, cancel], until=at(SILENT + 1, 1)))
+    assert {e["name"]: e["value"] for e in a["evidence"]}["window"] == "2026-11-01"
