@@ -52,6 +52,7 @@ class Establishment:
     name: str = ""
     office: str = ""
     report_days: set[int] = field(default_factory=set)  # local days of check-ins (by occurred_at)
+    silences: list[str] = field(default_factory=list)  # ids of its establishment.silent alerts
 
     @property
     def last_day(self) -> int:
@@ -147,15 +148,15 @@ class EntityDetector:
             est.name, est.office = fact["name"], fact["office"]
             day = int(fact["day"])
             # a check-in from inside a silence already alerted means the report was late, not absent
-            for finding, status, _ in list(self.alerts.values()):
-                if (
-                    finding.rule_id == "establishment.silent"
-                    and status != "WITHDRAWN"
-                    and finding.subject.get("establishment_id") == est.id
-                    and int(finding.window_start or 0) <= day_start(day) < int(finding.window_end or 0)
+            for aid in est.silences:
+                finding, status, _ = self.alerts[aid]
+                if status != "WITHDRAWN" and int(finding.window_start or 0) <= day_start(day) < int(
+                    finding.window_end or 0
                 ):
                     finding.reasons = [*finding.reasons, f"a check-in of {show_day(day)} was reported late"]
                     self._emit(finding, at, "WITHDRAWN")
+            if day in est.report_days:
+                return  # history, threshold and timer as they were
             est.report_days.add(day)
             threshold = self._threshold(est)
             if threshold is not None:
@@ -290,27 +291,27 @@ class EntityDetector:
             threshold = self._threshold(est)
             if est.last_day != last or threshold is None or local_day(at) < last + threshold:
                 return  # it reported again, or its rhythm changed and another timer is due
-            self._emit(
-                Finding(
-                    "establishment.silent",
-                    show_day(last),
-                    "MEDIUM",
-                    est.office,
-                    {"establishment_id": est.id},
-                    [
-                        f"{est.name} has reported no guest since {show_day(last)} ({local_day(at) - last} days); "
-                        f"it usually reports every few days, so {threshold} days of silence is unusual"
-                    ],
-                    [
-                        Evidence("last_report_day", show_day(last)),
-                        Evidence("silent_days", str(local_day(at) - last)),
-                        Evidence("threshold_days", str(threshold)),
-                    ],
-                    window_start=day_start(last + 1),
-                    window_end=day_start(last + threshold),
-                ),
-                at,
+            silence = Finding(
+                "establishment.silent",
+                show_day(last),
+                "MEDIUM",
+                est.office,
+                {"establishment_id": est.id},
+                [
+                    f"{est.name} has reported no guest since {show_day(last)} ({local_day(at) - last} days); "
+                    f"it usually reports every few days, so {threshold} days of silence is unusual"
+                ],
+                [
+                    Evidence("last_report_day", show_day(last)),
+                    Evidence("silent_days", str(local_day(at) - last)),
+                    Evidence("threshold_days", str(threshold)),
+                ],
+                window_start=day_start(last + 1),
+                window_end=day_start(last + threshold),
             )
+            self._emit(silence, at)
+            if silence.alert_id in self.alerts and silence.alert_id not in est.silences:
+                est.silences.append(silence.alert_id)
         elif payload[0] == "due":
             _, sponsor_id, month = payload
             sp = self.sponsors[sponsor_id]

@@ -10,21 +10,18 @@ only on the events, never on how fast or in which interleaving the topics were r
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 NEVER = -(2**62)
 
 EVENT, TIMER = 0, 1
 
-
-@dataclass(order=True)
-class _Entry:
-    time: int
-    rank: int  # EVENT before TIMER at the same time
-    tie: str
-    payload: Any = field(compare=False)
+# Heap entries are tuples, compared in C: (time, rank, tie, seq, payload). rank puts events before
+# timers at the same time; seq (insertion order) only separates entries equal on (time, rank, tie),
+# i.e. the same event delivered twice or the same timer set twice, and keeps payloads uncompared.
+_Entry = tuple[int, int, str, int, Any]
 
 
 class Timeline:
@@ -34,42 +31,46 @@ class Timeline:
             raise ValueError("a timeline needs at least one input topic")
         self.lateness_ms = lateness_ms
         self._heap: list[_Entry] = []
+        self._seq = itertools.count()
         self.released_until = NEVER  # time of the last entry released
         self.late = 0  # events that arrived after their time had been released
-
-    @property
-    def watermark(self) -> int:
-        low = min(self.progress.values())
-        return NEVER if low == NEVER else low - self.lateness_ms
+        self.watermark = NEVER  # min over the inputs' progress, less the lateness (kept up to date)
 
     def _advance(self, topic: str, time: int) -> None:
-        if topic not in self.progress:
-            raise KeyError(f"{topic!r} is not an input of this timeline ({', '.join(self.progress)})")
-        if time > self.progress[topic]:
-            self.progress[topic] = time
+        progress = self.progress
+        known = progress.get(topic)
+        if known is None:
+            raise KeyError(f"{topic!r} is not an input of this timeline ({', '.join(progress)})")
+        if time > known:
+            progress[topic] = time
+            if known - self.lateness_ms <= self.watermark or known == NEVER:
+                low = min(progress.values())  # this input may have been the lowest
+                self.watermark = NEVER if low == NEVER else low - self.lateness_ms
 
     def offer(self, topic: str, time: int, tie: str, payload: Any) -> None:
         """An event read from ``topic``, to be released at ``time`` (its reported_at)."""
         self._advance(topic, time)
         if time < self.released_until:
             self.late += 1
-        heapq.heappush(self._heap, _Entry(time, EVENT, tie, payload))
+        heapq.heappush(self._heap, (time, EVENT, tie, next(self._seq), payload))
 
     def tick(self, topic: str, time: int) -> None:
         """Clock tick: nothing more will come on ``topic``'s partition with an earlier time."""
         self._advance(topic, time)
 
     def schedule(self, time: int, tie: str, payload: Any) -> None:
-        heapq.heappush(self._heap, _Entry(time, TIMER, tie, payload))
+        heapq.heappush(self._heap, (time, TIMER, tie, next(self._seq), payload))
 
     def release(self) -> Iterator[tuple[int, int, Any]]:
         """(time, EVENT or TIMER, payload) for everything the watermark has passed, in order.
         Timers scheduled while iterating are included when they are due."""
         heap = self._heap
-        while heap and heap[0].time <= self.watermark:
-            entry = heapq.heappop(heap)
-            self.released_until = max(self.released_until, entry.time)
-            yield entry.time, entry.rank, entry.payload
+        watermark = self.watermark  # releasing does not move it
+        while heap and heap[0][0] <= watermark:
+            time, rank, _, _, payload = heapq.heappop(heap)
+            if time > self.released_until:
+                self.released_until = time
+            yield time, rank, payload
 
     def pending(self) -> int:
         return len(self._heap)

@@ -579,7 +579,8 @@ def role_bare_faust(a: Namespace) -> int:
     from streams.app import faust_app
 
     settings = Settings(kafka_bootstrap=a.bootstrap, topic_prefix=a.prefix, topic_partitions=a.partitions)
-    app = faust_app(settings, "bench-bare-faust")
+    # "bare-faust": with the worker's fast path (streams.fastpath); "bare-faust-stock": faust as released
+    app = faust_app(settings, a.role, fast=a.role == "bare-faust")
     inputs = app.topic(*input_topics(a.prefix), key_type=bytes, value_type=bytes)
     result = Path(a.result)
     seen = {"count": 0, "first": 0.0}
@@ -1092,7 +1093,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the events and child logs here")
     # the child roles (this module runs itself as the bare faust agent and the raw consumers)
     parser.add_argument(
-        "--role", choices=("bench", "bare-faust", "raw-decode", "raw-plain", "reference"), default="bench"
+        "--role", choices=("bench", "bare-faust", "bare-faust-stock", "raw-decode", "raw-plain", "reference"), default="bench"
     )
     parser.add_argument("--bootstrap", default="", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
@@ -1173,8 +1174,13 @@ def throughput_phase(bootstrap: str, run_id: str, a: Namespace, work: Path) -> T
         f"reference (both stages offline, in a fresh process): {len(reference['alerts']):,} alert records "
         f"({time.perf_counter() - t0:.1f}s)"
     )
-    say("timing the bare faust agent ...")
-    bare = counting_run("bare faust agent", "bare-faust", bootstrap, loaded, a.partitions, work, faust_log=True)
+    say("timing the bare faust agents ...")
+    bare = counting_run(
+        "bare faust agent, fast path", "bare-faust", bootstrap, loaded, a.partitions, work, faust_log=True
+    )
+    stock = counting_run(
+        "bare faust agent, stock", "bare-faust-stock", bootstrap, loaded, a.partitions, work, faust_log=True
+    )
     say("timing raw aiokafka ...")
     raw_dec = counting_run(
         "raw aiokafka + decode", "raw-decode", bootstrap, loaded, a.partitions, work, faust_log=False
@@ -1182,9 +1188,11 @@ def throughput_phase(bootstrap: str, run_id: str, a: Namespace, work: Path) -> T
     raw_plain = counting_run(
         "raw aiokafka, no decode", "raw-plain", bootstrap, loaded, a.partitions, work, faust_log=False
     )
-    runs = [worker, bare, raw_dec, raw_plain]
+    runs = [worker, bare, stock, raw_dec, raw_plain]
     ratios = {
         "worker_vs_bare_faust": worker.events_per_s / bare.events_per_s,
+        "worker_vs_stock_faust": worker.events_per_s / stock.events_per_s,
+        "fast_path_vs_stock_faust": bare.events_per_s / stock.events_per_s,
         "worker_vs_raw_decode": worker.events_per_s / raw_dec.events_per_s,
         "bare_faust_vs_raw_decode": bare.events_per_s / raw_dec.events_per_s,
         "raw_decode_vs_raw_plain": raw_dec.events_per_s / raw_plain.events_per_s,
@@ -1192,7 +1200,8 @@ def throughput_phase(bootstrap: str, run_id: str, a: Namespace, work: Path) -> T
     say()
     say(throughput_table(runs))
     say(
-        "ratios: worker/bare faust {worker_vs_bare_faust:.2f}, worker/raw+decode {worker_vs_raw_decode:.3f}, "
+        "ratios: worker/bare faust {worker_vs_bare_faust:.2f}, worker/stock faust {worker_vs_stock_faust:.2f}, "
+        "fast path/stock faust {fast_path_vs_stock_faust:.2f}, worker/raw+decode {worker_vs_raw_decode:.3f}, "
         "bare faust/raw+decode {bare_faust_vs_raw_decode:.2f}, "
         "raw decode/no decode {raw_decode_vs_raw_plain:.2f}".format(**ratios)
     )
@@ -1278,7 +1287,7 @@ def print_profile(profile: Profile) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.role == "bare-faust":
+    if args.role in ("bare-faust", "bare-faust-stock"):
         return role_bare_faust(args)
     if args.role in ("raw-decode", "raw-plain"):
         return role_raw(args)
