@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     )
     gateway_send_timeout_seconds: float = 30.0
     gateway_tick_seconds: float = Field(
-        default=1.0, description="clock ticks into every ingestion partition (event time in silence); 0: off"
+        default=0.25, description="clock ticks into every ingestion partition (event time in silence); 0: off"
     )
     gateway_workers: int = Field(
         default=-1, description="processes that validate and encode large requests; -1: one per core beyond the first"
