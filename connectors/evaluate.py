@@ -1,4 +1,9 @@
-"""`pora evaluate`: the alerts on the topic against the simulator's ground truth, per rule."""
+"""`pora evaluate`: the alerts on the topic against the simulator's ground truth, per rule.
+
+An alert matches a truth label by (rule, window, subject); extra keys of a label are not part of that
+identity (``group`` of tppo.screening). A label with an ``office`` (whereabouts.unknown, where RULES.md
+says which sighting's office it goes to) is also checked against the office of the alert that matches
+it: a match with another office counts in ``wrong_office``, not against precision or recall."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ class Score:
     truths: int = 0
     matched_alerts: int = 0
     matched_truths: int = 0
+    wrong_office: int = 0  # matched alerts whose office is not the label's (labels that name one)
 
     @property
     def precision(self) -> float:
@@ -66,6 +72,7 @@ def score(alerts: list[dict[str, Any]], truths: list[dict[str, Any]], secret: by
     scores: dict[str, Score] = defaultdict(lambda: Score(""))
     active = [a for a in final_alerts(alerts).values() if a["status"] != "WITHDRAWN"]
     truth_keys = {_truth_key(t, secret) for t in truths}
+    offices = {_truth_key(t, secret): str(t["office"]) for t in truths if "office" in t}
     alert_keys: set[tuple[str, str, str]] = set()
     for a in active:
         keys = _alert_keys(a)
@@ -74,6 +81,7 @@ def score(alerts: list[dict[str, Any]], truths: list[dict[str, Any]], secret: by
         s.rule_id = a["rule_id"]
         s.alerts += 1
         s.matched_alerts += bool(keys & truth_keys)
+        s.wrong_office += any(k in offices and offices[k] != a.get("office") for k in keys)
     for key in truth_keys:
         s = scores[key[0]]
         s.rule_id = key[0]
@@ -91,5 +99,6 @@ def evaluate(settings: Settings, truth_path: Path) -> dict[str, Score]:
 def table(scores: dict[str, Score]) -> str:
     lines = [f"{'rule':<26} {'alerts':>7} {'truth':>7} {'precision':>9} {'recall':>7}"]
     for s in scores.values():
-        lines.append(f"{s.rule_id:<26} {s.alerts:>7} {s.truths:>7} {s.precision:>9.3f} {s.recall:>7.3f}")
+        line = f"{s.rule_id:<26} {s.alerts:>7} {s.truths:>7} {s.precision:>9.3f} {s.recall:>7.3f}"
+        lines.append(line + (f"   {s.wrong_office} with another office" if s.wrong_office else ""))
     return "\n".join(lines)

@@ -11,8 +11,9 @@ three guesthouses whose guests are foreign residents. Each event is in the gatew
 (``schemas/validation.py``) with a unique client ``event_id`` and a ``reported_at`` for a
 trusted-clock replay, both timestamps ISO 8601 with the source's own offset (WITA +08:00 in Bali,
 WIB +07:00 elsewhere). The same arguments give the same output; the second stage is drawn after the
-travellers, and the citizens travelling in groups after the second stage, so the events and truth of
-each are what they were before the next existed.
+travellers, the citizens travelling in groups after the second stage, and the unreported whereabouts
+(below) after the groups, so the events of each are what they were before the next existed (the
+truth too, but where a later cast's check-ins change an establishment's report days).
 
 Most travellers behave: they check in at the hotel they declared within hours, the hotel reports
 within hours (crossings within minutes), they check out and leave before their permit ends.
@@ -59,6 +60,25 @@ tickets: base 0, or 2 with a new passport, below the threshold with the group we
 two days later: no indicator) and ``group_straggler_of_more`` (n on time, who gain it, and one two
 days later, who does not).
 
+Unreported whereabouts, drawn last (in addition to ``travellers``; ``whereabouts.unknown`` needs more
+than ``whereabouts_silent_days`` days without a hotel or sponsor report): foreign tourists
+(``whereabouts_villa``, 2 per 100 travellers) who spend 2-5 nights at hotels, then 16-22 days at a
+private villa or with friends, then a hotel again for a few nights before leaving (the alert stands)
+or go straight to the airport (a departure after the alert leaves it standing); a rarer few
+(``whereabouts_late_register``, 0.4 per 100, at least one) whose 1-3 nights at a homestay inside the
+silence are typed in, without an expected check-out date, on the morning after the alert (raised,
+then withdrawn; they are back at a hotel, or leave, before a new silence could end); and PT Sekupang
+Marine Electrical (``roster_gap``), whose three ITAS workers arrive in the story and live in company
+housing that reports to nobody, one of them (``sponsored_gap_arrives``) left off its second monthly
+roster, or its second and third, then listed again without a JOINED (sponsor.roster_mismatch for those
+reports). A roster entry accounts for its worker until the sponsor's next report is due (day
+``due_day`` of the second month after ``period_end``'s), so a worker listed on every monthly roster is
+never silent; one left off a roster goes silent 14 days after the due date the omission let pass. Workers
+living at a mess that reports their check-in with the permit's end as the expected check-out (the
+Mojokerto itas_worker travellers) are accounted for throughout. Existing minorities give it too:
+overstayers living privately after their hotels (before and after the hotel that locates them), and
+private_address visitors staying 16 days or more.
+
 The truth is not taken from the scenarios: :func:`ground_truth` applies ``streams/detect/RULES.md``
 literally to the events themselves, one person's timeline at a time (facts as known at an instant
 = events reported before it; timers at their deadlines; numbers from ``streams/rules.toml``). So it
@@ -74,10 +94,12 @@ What the truth holds
     ``Simulation.withdrawn`` instead. A tppo.screening label that involves the group indicator (raised
     by it or amended with it) carries the extra key ``"group": true``, which is not part of its
     identity. Subject: the person (``nationality``, ``document_number``) for
-    overstay, overstay.at_exit, permit.expiring, overstay.located ("person and establishment") and
-    tppo.screening; the establishment for report.late, report.missing (the declared one) and
-    report.checkout_missing ("establishment and person"). Window: the A date for overstay and
-    permit.expiring, else the ``event_id`` the alert is about (check-in, arrival or departure).
+    overstay, overstay.at_exit, permit.expiring, overstay.located ("person and establishment"),
+    tppo.screening and whereabouts.unknown; the establishment for report.late, report.missing (the
+    declared one) and report.checkout_missing ("establishment and person"). Window: the A date for
+    overstay and permit.expiring, W (``YYYY-MM-DD``) for whereabouts.unknown, else the ``event_id``
+    the alert is about (check-in, arrival or departure). A whereabouts.unknown label carries the extra
+    key ``"office"`` (the one RULES.md names), not part of its identity either.
     Second stage: ``{"establishment_id"}`` and the last report day (``YYYY-MM-DD``) for
     establishment.silent; ``{"sponsor_id"}`` and the month (``YYYY-MM``) for sponsor.overdue, the
     report's ``event_id`` for sponsor.roster_mismatch. Every establishment that meets the rule is in
@@ -197,6 +219,42 @@ detector must do the same to match the truth)
         sponsor's detector sees its own facts only, so "latest permit fact" would differ), two
         permit facts of a person at the same ``occurred_at``, a roster naming someone twice, a
         report or check-in reported exactly at a due moment or silence deadline.
+
+whereabouts.unknown, as :func:`ground_truth` applies it (person stage; a detector must do the same)
+    - Inputs: the person's own events and every roster entry of every sponsor report that names them
+      (the person as other events group them: nationality and document number, upper-cased), known
+      at the report's ``reported_at``, all released in (``reported_at``, event id) order. Only
+      foreigners (not IDN). In the country: the latest known crossing (by ``occurred_at``) is an
+      ARRIVAL, so nobody without a known crossing (resident guests, ITAS holders already in
+      Indonesia) is ever alerted.
+    - Sightings and the one day each covers (a day number: the WIB date of an instant, the date
+      itself for ``check_in_date``, ``expected_check_out_date``, ``check_out_date``, ``period_end``):
+      the latest known ARRIVAL (by ``occurred_at``; earlier arrivals are no sighting): its WIB date;
+      each known CHECK_IN not cancelled: its ``check_in_date``, or while no CHECK_OUT has closed it,
+      ``max(check_in_date, expected_check_out_date)`` (no expected date: the check-in date); a
+      CORRECTION replaces the check-in's dates, a CANCEL removes it; each CHECK_OUT: its
+      ``check_out_date``, and it closes the one known open check-in of the person at that
+      establishment whose check-in date is not after it; each roster entry: ``period_end``.
+    - W = the greatest day covered; the office = that of the greatest (day, id) among the sightings
+      of day W, ids being the event ids (a check-in's own, also once corrected) and, for a roster
+      entry, ``<report event id>|<person key>`` (the establishment's, the checkpoint's, the sponsor's
+      office). Raised at 00:00 WIB of day W + ``whereabouts_silent_days`` + 1 (if before ``end``) when
+      the events reported before that instant give this W and the person in the country; once per W.
+    - WITHDRAWN at the first event reported after the alert (and before ``end``) that adds or
+      changes a sighting so that it covers a day in (W, W + ``whereabouts_silent_days``]: a check-in,
+      a check-out (and the check-in it closes), a correction, a roster entry, a later arrival. A
+      sighting of a later day, or a departure, leaves it standing.
+    - Never generated (:class:`AmbiguousCase`): a check-in (or correction) released after the alert
+      whose check-in date lies inside the silence but which, still open, covers a later expected
+      check-out date after it ("each covering a local day" says the expected date only: no
+      withdrawal; "it was a late report, not silence" says the guest was seen inside the silence);
+      a sighting inside the silence released after W has moved again since the alert (a later
+      sighting or a CANCEL in between: "a sighting reported later" would withdraw, following W's own
+      changes would not); a W (or a return to the country) known only after its deadline has passed;
+      an event reported exactly at a deadline; a roster entry reported at the same instant as
+      another event of the person, or an office that would hang on the person key; a CHECK_OUT that
+      closes no known check-in, or two. An overstayer found at a hotel on the silence's last day is
+      found the day after instead (a check-in of that evening can be reported after midnight).
 """
 
 from __future__ import annotations
@@ -258,6 +316,7 @@ class Rules:
     min_silent_days: int
     sponsor_due_day: int
     omitted_high: int
+    whereabouts_silent_days: int
     group_window_ms: int = 24 * HOUR
     group_min_travellers: int = 3
 
@@ -284,6 +343,7 @@ def load_rules(path: Path = RULES_PATH) -> Rules:
         min_silent_days=int(raw["establishment_silent"]["min_silent_days"]),
         sponsor_due_day=int(raw["sponsor"]["due_day"]),
         omitted_high=int(raw["sponsor"]["omitted_high"]),
+        whereabouts_silent_days=int(raw["reporting"]["whereabouts_silent_days"]),
         group_window_ms=round(float(tppo["group_window_hours"]) * HOUR),
         group_min_travellers=int(tppo["group_min_travellers"]),
     )
@@ -553,6 +613,7 @@ class _SponsorSpec:
     work_location: str | None = None
     hidden: int = 0  # roster_omits: hires never put on the roster
     cancelled: int = 0  # permits cancelled (the worker leaves the company)
+    gap: int = 0  # roster_gap: hires (after the hidden ones) left off some monthly rosters, then listed again
 
 
 def _sponsor(sid: str, name: str, region: str, office: str) -> dict[str, str]:
@@ -633,6 +694,23 @@ _SPONSORS: tuple[_SponsorSpec, ...] = (
         ("Software architect", "Data engineer", "Head of product", "Cloud consultant"),
         "Menara Sentraya lt. 21, Jakarta Selatan",
     ),
+)
+
+
+# drawn last (see _Generator.whereabouts_cast): its workers arrive and live in company housing that reports
+# to nobody; the sponsor leaves one of them off one or two monthly rosters, then lists them again
+_GAP_SPONSOR = _SponsorSpec(
+    _sponsor("SPN-BTM-0003", "PT Sekupang Marine Electrical", "Kota Batam", "KANIM-BATAM"),
+    "roster_gap",
+    3,
+    0,
+    1.0,
+    BATAM_CENTRE,
+    (("PHL", 40), ("IND", 30), ("KOR", 30)),
+    "Rumah dinas PT SME, Perumahan Sekupang Indah, Batam",
+    ("Marine electrician", "Electrical supervisor", "Commissioning engineer"),
+    "Galangan Sekupang, Batam",
+    gap=1,
 )
 
 
@@ -760,6 +838,11 @@ _CITIZEN_SCENARIOS: tuple[tuple[str, float], ...] = (
     ("tppo_repeat", 0.015),
 )
 _CITIZEN_SHARE = 0.22
+# foreigners whose whereabouts go unreported for more than whereabouts_silent_days, drawn last
+_WHEREABOUTS_SCENARIOS: tuple[tuple[str, float], ...] = (
+    ("whereabouts_villa", 0.02),
+    ("whereabouts_late_register", 0.004),
+)
 
 
 class _Generator:
@@ -783,6 +866,7 @@ class _Generator:
         self.ghosts: dict[str, _Person] = {}  # sponsor_id -> a roster entry with no permit
         self.jobs: dict[tuple[str, str], str] = {}
         self._references: set[str] = set()  # booking, agent and group references given so far
+        self.gaps: dict[str, range] = {}  # roster_gap sponsor_id -> indices of its reports leaving the gap off
 
     # ------------------------------------------------------------ small helpers
 
@@ -1185,16 +1269,11 @@ class _Generator:
         if a0 is None:
             return self._fallback(p, region)
         until = a0 + stay - 1
-        self.trip(
-            p,
-            region=region,
-            a0=a0,
-            permit=permit,
-            dep_day=None,
-            n_stays=1,
-            hotels_until=max(a0 + 1, until - r.randint(3, 12)),
-        )
+        hotels_until = max(a0 + 1, until - r.randint(3, 12))
+        self.trip(p, region=region, a0=a0, permit=permit, dep_day=None, n_stays=1, hotels_until=hotels_until)
         found = until + r.randint(1, min(20, self.days - 1 - until))
+        if found == hotels_until + self.rules.whereabouts_silent_days and found < self.days - 1:
+            found += 1  # not on the silence's last day: reported after its alert, would it withdraw it?
         where = [h for reg in ("batam", "bali", "jakarta", "medan") for h in _REGIONS[reg].hotels if h not in p.used]
         est = _BY_ID[r.choice(where)]
         p.used.add(est["establishment_id"])
@@ -1749,6 +1828,85 @@ class _Generator:
                 self.foreigner(scenario)
         self.second_stage()
         self.groups()
+        self.whereabouts_cast()
+
+    # ------------------------------------------------------------ unreported whereabouts (drawn last)
+
+    def whereabouts_cast(self) -> None:
+        """Drawn after everything else, so that the rest of the events stay as they were for a seed:
+        foreigners who stay somewhere that reports to nobody for more than
+        ``whereabouts_silent_days`` (a few per 100 travellers), and the roster_gap sponsor."""
+        for name, share in _WHEREABOUTS_SCENARIOS:
+            for _ in range(_quota(self.travellers, share)):
+                self.foreigner(name)
+        self.sponsor_staff(_GAP_SPONSOR)
+        self.sponsor_reports(_GAP_SPONSOR)
+
+    def _f_whereabouts_villa(self, p: _Person, region: str) -> None:
+        """Two to five nights at hotels, then 16-22 days at a private villa or with friends (nobody reports
+        them), then a hotel again for a few nights before leaving, or straight to the airport."""
+        r = self.rng
+        permit = self.permit_for(p)
+        silent = self.rules.whereabouts_silent_days
+        hotel = r.randint(2, 5)
+        back = r.random() < 0.6
+        nights = r.randint(1, 4) if back else 0
+        # within the permit when it allows (not a story of overstaying)
+        gap = r.randint(silent + 2, max(silent + 2, min(silent + 8, self.rules.stay_days[permit] - 2 - hotel - nights)))
+        latest = self.days - 1 - hotel - silent - 2  # the silence's alert within the story when it can be
+        a0 = r.randint(0, latest) if latest >= 0 else r.randrange(self.days)
+        w = a0 + hotel
+        arrived, _, _ = self.trip(
+            p, region=region, a0=a0, permit=permit, dep_day=None, n_stays=r.choice((1, 1, 2)), hotels_until=w
+        )
+        self.reappear(p, region, arrived, w + gap, nights if back else 0, permit)
+
+    def _f_whereabouts_late_register(self, p: _Person, region: str) -> None:
+        """Hotels, then friends, then one to three nights at a homestay that types in its guest register
+        (without an expected check-out date) on the morning after the silence's alert, then friends again;
+        back at a hotel or leaving before a new silence could end."""
+        r = self.rng
+        permit = self.permit_for(p)
+        silent = self.rules.whereabouts_silent_days
+        stay = self.rules.stay_days[permit]
+        hotel = r.randint(2, 4)
+        latest = self.days - 1 - hotel - silent - 2
+        a0 = r.randint(0, latest) if latest >= 0 else r.randrange(self.days)
+        w = a0 + hotel
+        arrived, _, _ = self.trip(p, region=region, a0=a0, permit=permit, dep_day=None, n_stays=1, hotels_until=w)
+        free = [h for h in _REGIONS[region].hotels if h not in p.used]
+        if not free:
+            return self.reappear(p, region, arrived, w + silent + 2, 0, permit)
+        est = _BY_ID[r.choice(free)]
+        p.used.add(est["establishment_id"])
+        tz = _tz_of_establishment(est)
+        check_in = w + r.randint(max(1, silent - 8), max(1, silent - 5))
+        out = check_in + r.randint(1, 3)  # <= w + silent - 2
+        homestay = _Stay(est, self.at(check_in, self.secs(12, 20), tz), self.checkout_time(out, tz), self.day(out))
+        homestay.permit = permit
+        typed = self.at(w + silent + 1, self.secs(8, 11), tz) + r.randrange(1, 1000)  # after 00:00 WIB
+        room = str(r.randrange(1, 12))
+        for action, at in (("CHECK_IN", typed), ("CHECK_OUT", typed + self.delay(20, 300))):
+            body = self.guest_event(p, homestay, action, at, room)
+            del body["expected_check_out_date"]
+        nights = r.randint(1, 3) if r.random() < 0.6 else 0
+        again = r.randint(w + silent + 2, max(w + silent + 2, min(out + silent - 2, a0 + stay - 2 - nights)))
+        self.reappear(p, region, arrived, again, nights, permit)
+        return None
+
+    def reappear(self, p: _Person, region: str, arrived: int, day: int, nights: int, permit: str) -> None:
+        """Back at a hotel of ``region`` on ``day`` for ``nights`` nights, then leave; or (no nights, or
+        no hotel left) leave on ``day``."""
+        free = [h for h in _REGIONS[region].hotels if h not in p.used]
+        if not nights or not free:
+            self.depart(p, region, day, None, arrived)
+            return
+        est = _BY_ID[self.rng.choice(free)]
+        p.used.add(est["establishment_id"])
+        tz = _tz_of_establishment(est)
+        out = self.checkout_time(day + nights, tz)
+        self.emit_stay(p, _Stay(est, self.at(day, self.secs(13, 21), tz), out, self.day(day + nights), permit=permit))
+        self.depart(p, _region_of(est), day + nights, out, arrived)
 
     # ------------------------------------------------------------ citizens travelling in groups
 
@@ -1963,7 +2121,13 @@ class _Generator:
         may_leave: list[tuple[_Person, int, str]] = []
         for i, day in enumerate(plan):
             p = self.person(self.weighted(spec.nationalities))
-            self.scenarios[p.key] = "sponsored_unreported" if i < spec.hidden else "sponsored"
+            self.scenarios[p.key] = (
+                "sponsored_unreported"
+                if i < spec.hidden
+                else "sponsored_gap"
+                if i < spec.hidden + spec.gap
+                else "sponsored"
+            )
             number = f"ITAS-{self.day(day).year}-{r.randrange(100_000, 999_999)}"
             until = self.day(day) + timedelta(days=364)
             if r.random() < spec.arriving:
@@ -2014,6 +2178,8 @@ class _Generator:
         known = _local_date(facts[0][0])
         period = date(known.year, known.month, 1)
         previous: dict[tuple[str, str], Event] | None = None
+        if spec.scenario == "roster_gap":  # the second report, or the second and third, leave the gap off
+            self.gaps[sid] = range(1, 1 + r.choice((1, 2)))
         for n in itertools.count():
             following = _next_month(period)
             late = spec.scenario == "reports_late" and n == 1
@@ -2024,7 +2190,10 @@ class _Generator:
                 return
             eid = self._id("spr")
             known_facts = [body for rep, feid, body in facts if (rep, feid) < (reported, eid)]
-            roster = self.roster(spec, known_facts, following - timedelta(days=1))
+            roster = self.roster(spec, known_facts, following - timedelta(days=1), n)
+            changes = _changes(roster, previous, period, following - timedelta(days=1))
+            if spec.scenario == "roster_gap" and n:  # the gap is left off and put back without a word
+                changes = [c for c in changes if not self._gap(_key_of(c["foreigner"]))]
             body: Event = {
                 "event_id": eid,
                 "occurred_at": "",
@@ -2042,7 +2211,7 @@ class _Generator:
                     }
                     for key in sorted(roster)
                 ],
-                "changes": _changes(roster, previous, period, following - timedelta(days=1)),
+                "changes": changes,
             }
             self.emit("sponsor_report", body, occurred, reported, WIB_H)
             previous = roster
@@ -2050,7 +2219,12 @@ class _Generator:
                 return
             period = following
 
-    def roster(self, spec: _SponsorSpec, facts: list[Event], period_end: date) -> dict[tuple[str, str], Event]:
+    def _gap(self, key: tuple[str, str]) -> bool:
+        return self.scenarios.get(":".join(key), "").startswith("sponsored_gap")
+
+    def roster(
+        self, spec: _SponsorSpec, facts: list[Event], period_end: date, index: int = 0
+    ) -> dict[tuple[str, str], Event]:
         """Whom the sponsor lists (person -> the permit it goes by): those whose latest permit names it,
         is not CANCELLED and runs to ``period_end`` -- less the hidden ones (roster_omits), plus the
         cancelled ones and a worker without a permit from it (roster_unlisted)."""
@@ -2064,6 +2238,8 @@ class _Generator:
         roster = {k: b for k, b in latest.items() if b["action"] != "CANCELLED" and b["valid_until"] >= end}
         if spec.scenario == "roster_omits":
             roster = {k: b for k, b in roster.items() if self.scenarios[":".join(k)] != "sponsored_unreported"}
+        if spec.scenario == "roster_gap" and index in self.gaps.get(sid, range(0)):
+            roster = {k: b for k, b in roster.items() if not self._gap(k)}
         if spec.scenario == "roster_unlisted":
             roster |= {k: b for k, b in latest.items() if k in self.cancelled_staff.get(sid, set())}
             ghost = self.ghosts.get(sid)
@@ -2124,11 +2300,14 @@ class _Label:
     at: int
     withdrawn_at: int | None = None
     group: bool = False  # tppo.screening with the group indicator (raised by it, or amended)
+    office: str | None = None  # whereabouts.unknown: the office RULES.md names (not part of the identity)
 
     def as_truth(self) -> dict[str, Any]:
         truth: dict[str, Any] = {"rule_id": self.rule, "subject": dict(self.subject), "window": self.window}
         if self.group:
             truth["group"] = True
+        if self.office is not None:
+            truth["office"] = self.office
         return truth
 
 
@@ -2146,8 +2325,11 @@ def _person_of(kind: str, body: Event) -> tuple[str, str]:
 class _Timeline:
     """One person's events in processing order, and their facts as known at any instant."""
 
-    def __init__(self, person: tuple[str, str], events: list[_E], rules: Rules, end: int) -> None:
+    def __init__(
+        self, person: tuple[str, str], events: list[_E], rules: Rules, end: int, rosters: list[_E] | None = None
+    ) -> None:
         self.person = person
+        self.rosters = rosters or []  # the roster entries naming this person (kind "roster_entry")
         self.subject = {"nationality": person[0], "document_number": person[1]}
         self.events = sorted(events, key=lambda e: e.order)
         self.reps = [e.rep for e in self.events]
@@ -2221,6 +2403,7 @@ class _Timeline:
             self._at_exit()
             self._hotel_rules()
             self._report_missing()
+            self._whereabouts()
         return self.labels
 
     def _check_inputs(self) -> None:
@@ -2418,6 +2601,130 @@ class _Timeline:
             if not at_x and not departed:
                 self.add("report.missing", a.eid, t, {"establishment_id": x})
 
+    def _whereabouts(self) -> None:
+        """whereabouts.unknown (see the module doc): the person's events and the roster entries naming
+        them, released in (reported_at, event id) order; after each, the sightings known and W."""
+        silent = self.rules.whereabouts_silent_days
+        items = sorted(self.events + self.rosters, key=lambda e: e.order)
+        for a, b in itertools.pairwise(items):
+            if a.rep == b.rep and "roster_entry" in (a.kind, b.kind):
+                raise AmbiguousCase(f"{self.person}: a roster entry reported at the same instant as {b.eid}")
+        stays: dict[str, _Sighted] = {}  # check-in event id -> the stay it reports
+        fixed: dict[str, tuple[int, str]] = {}  # check-out or roster sighting id -> (day, office)
+        arrival: tuple[str, int, str] | None = None  # latest arrival: (event id, day, office)
+        crossings: list[_E] = []
+        states: list[_Whereabouts] = [_Whereabouts(None, None, False)]
+        fresh: list[list[tuple[int, int | None]]] = []  # per item: (day newly covered, its check-in date)
+        for e in items:
+            new: list[tuple[int, int | None]] = []
+            if e.kind == "border_crossing":
+                crossings.append(e)
+                latest = max((c for c in crossings if c.body["direction"] == "ARRIVAL"), key=_occ_order, default=None)
+                if latest is not None and (arrival is None or arrival[0] != latest.eid):
+                    arrival = (latest.eid, _wib_day(latest.occ), latest.body["checkpoint"]["office"])
+                    new.append((arrival[1], None))
+            elif e.kind == "roster_entry":
+                fixed[e.eid + "|"] = (e.body["day"], e.body["office"])
+                new.append((e.body["day"], None))
+            elif e.kind == "hotel_guest_event":
+                new += self._sighting(e, stays, fixed)
+            states.append(self._accounted(stays, fixed, arrival, crossings))
+            fresh.append(new)
+        reps = [e.rep for e in items]
+        for j, e in enumerate(items):  # a new count whose moment has passed already
+            before, after = states[j], states[j + 1]
+            moved = after.w != before.w or not before.in_country
+            if after.in_country and after.w is not None and moved and _day_start(after.w + silent + 1) <= e.rep:
+                raise AmbiguousCase(f"{self.person}: a silence from {_show_day(after.w)} known after it ended")
+        for w in sorted({st.w for st in states if st.w is not None}):
+            t = _day_start(w + silent + 1)
+            if t >= self.end:
+                continue
+            k = bisect_left(reps, t)
+            if k < len(reps) and reps[k] == t:
+                raise AmbiguousCase(f"{self.person}: {items[k].eid} reported exactly at a whereabouts deadline")
+            st = states[k]
+            if st.w != w or not st.in_country:
+                continue
+            label = self.add("whereabouts.unknown", _show_day(w), t)
+            label.office = st.office
+            for j in range(k, len(items)):
+                if items[j].rep >= self.end:
+                    break
+                inside = False
+                for day, check_in in fresh[j]:
+                    if check_in is not None and w < check_in <= w + silent < day:
+                        raise AmbiguousCase(f"{self.person}: stay {items[j].eid} from inside the silence past it")
+                    inside |= w < day <= w + silent
+                if inside:
+                    if states[j].w != w:
+                        raise AmbiguousCase(f"{self.person}: late sighting {items[j].eid} after W moved")
+                    label.withdrawn_at = items[j].rep
+                    break
+
+    def _sighting(
+        self, e: _E, stays: dict[str, _Sighted], fixed: dict[str, tuple[int, str]]
+    ) -> list[tuple[int, int | None]]:
+        """Apply a hotel guest event to the sightings; the days it newly covers (with the check-in date)."""
+        body = e.body
+        action = body["action"]
+        if action == "CHECK_IN":
+            stay = stays[e.eid] = _Sighted(
+                body["establishment"]["establishment_id"],
+                body["establishment"]["office"],
+                _iso_day(body["check_in_date"]),
+                _iso_day(body["expected_check_out_date"]) if body.get("expected_check_out_date") else None,
+            )
+            return [(stay.day, stay.check_in)]
+        target = stays.get(str(body.get("corrects_event_id") or ""))
+        if action == "CANCEL":
+            if target is None:
+                raise AmbiguousCase(f"{self.person}: CANCEL {e.eid} of no check-in known before it")
+            target.cancelled = True
+            return []
+        if action == "CORRECTION":
+            if target is None:
+                raise AmbiguousCase(f"{self.person}: CORRECTION {e.eid} of no check-in known before it")
+            target.check_in = _iso_day(body["check_in_date"])
+            target.expected = _iso_day(body["expected_check_out_date"]) if body.get("expected_check_out_date") else None
+            return [] if target.cancelled else [(target.day, target.check_in)]
+        if action != "CHECK_OUT" or not body.get("check_out_date"):
+            raise AmbiguousCase(f"{self.person}: guest event {e.eid} ({action}) without a date it covers")
+        out = _iso_day(body["check_out_date"])
+        est = body["establishment"]["establishment_id"]
+        open_stays = [
+            s
+            for s in stays.values()
+            if s.establishment == est and not s.cancelled and not s.closed and s.check_in <= out
+        ]
+        if len(open_stays) != 1:
+            raise AmbiguousCase(f"{self.person}: CHECK_OUT {e.eid} closes {len(open_stays)} known stays")
+        open_stays[0].closed = True
+        fixed[e.eid] = (out, body["establishment"]["office"])
+        return [(out, None), (open_stays[0].day, None)]
+
+    def _accounted(
+        self,
+        stays: dict[str, _Sighted],
+        fixed: dict[str, tuple[int, str]],
+        arrival: tuple[str, int, str] | None,
+        crossings: list[_E],
+    ) -> _Whereabouts:
+        """W and its office (the greatest (day, sighting id)) from the sightings, and whether in the country."""
+        seen: list[tuple[int, str, str]] = [(day, sid, office) for sid, (day, office) in fixed.items()]
+        seen += [(s.day, eid, s.office) for eid, s in stays.items() if not s.cancelled]
+        if arrival is not None:
+            seen.append((arrival[1], arrival[0], arrival[2]))
+        in_country = bool(crossings) and max(crossings, key=_occ_order).body["direction"] == "ARRIVAL"
+        if not seen:
+            return _Whereabouts(None, None, in_country)
+        w = max(day for day, _, _ in seen)
+        on_w = [(sid, office) for day, sid, office in seen if day == w]
+        for sid, _ in on_w:  # a roster entry's id is "<report event id>|<person key>": is the key ever decisive?
+            if sid.endswith("|") and any(other != sid and other.startswith(sid) for other, _ in on_w):
+                raise AmbiguousCase(f"{self.person}: the office of {_show_day(w)} hangs on a person key")
+        return _Whereabouts(w, max(on_w)[1], in_country)
+
     def _tppo(self) -> None:
         rules = self.rules
         w = rules.weights
@@ -2457,6 +2764,40 @@ class _Timeline:
                 label = self.add("tppo.screening", e.eid, e.rep)
             if self.person[0] == CITIZEN:
                 self.departures.append(_Departure(e, self.person, self.subject, score, label))
+
+
+@dataclass
+class _Sighted:
+    """A check-in as whereabouts sees it: the day it covers (check-in date, or while open the expected
+    check-out date when that is later)."""
+
+    establishment: str
+    office: str
+    check_in: int
+    expected: int | None
+    closed: bool = False
+    cancelled: bool = False
+
+    @property
+    def day(self) -> int:
+        if self.closed or self.expected is None:
+            return self.check_in
+        return max(self.check_in, self.expected)
+
+
+@dataclass(frozen=True)
+class _Whereabouts:
+    w: int | None  # accounted until (WIB day number)
+    office: str | None  # of the sighting that covers w
+    in_country: bool
+
+
+def _occ_order(e: _E) -> tuple[int, str]:
+    return e.occ, e.eid
+
+
+def _iso_day(text: str) -> int:
+    return date.fromisoformat(text).toordinal() - _EPOCH_ORD
 
 
 @dataclass
@@ -2528,6 +2869,31 @@ def _group_labels(departures: list[_Departure], end: int, rules: Rules) -> list[
                 raise AmbiguousCase(f"{d.person}: departs again after a screening raised by the group stage")
         labels.append(_Label("tppo.screening", d.subject, eid, at, group=True))
     return labels
+
+
+def _roster_covers(period_end: str, due_day: int) -> int:
+    """The last day a roster entry accounts for its person: the day its sponsor's next report is due,
+    ``due_day`` of the second month after the month of ``period_end``."""
+    end = date.fromisoformat(period_end)
+    month = end.month + 2
+    year = end.year + (month - 1) // 12
+    return date(year, (month - 1) % 12 + 1, due_day).toordinal() - _EPOCH_ORD
+
+
+def _rosters(events: list[dict[str, Any]], rules: Rules) -> dict[tuple[str, str], list[_E]]:
+    """Each roster entry of each sponsor report, as the roster router forwards it to the person it names:
+    the report's event id, ``reported_at``, the day it covers to (:func:`_roster_covers`), the sponsor's office."""
+    people: dict[tuple[str, str], list[_E]] = defaultdict(list)
+    for item in events:
+        if item["kind"] != "sponsor_report":
+            continue
+        body = item["event"]
+        rep = parse_timestamp_ms(body["reported_at"])
+        fact = {"day": _roster_covers(body["period_end"], rules.sponsor_due_day), "office": body["sponsor"]["office"]}
+        for entry in body["roster"]:
+            who = _person_of("hotel_guest_event", {"guest": entry["foreigner"]})
+            people[who].append(_E("roster_entry", body["event_id"], parse_timestamp_ms(body["occurred_at"]), rep, fact))
+    return people
 
 
 def _parse(events: list[dict[str, Any]]) -> dict[tuple[str, str], list[_E]]:
@@ -2694,8 +3060,9 @@ def _entity_labels(events: list[dict[str, Any]], end: int, rules: Rules) -> list
 def _evaluate(events: list[dict[str, Any]], end: int, rules: Rules) -> list[_Label]:
     labels: list[_Label] = []
     departures: list[_Departure] = []
+    rosters = _rosters(events, rules)
     for person, evs in sorted(_parse(events).items()):
-        timeline = _Timeline(person, evs, rules, end)
+        timeline = _Timeline(person, evs, rules, end, rosters.get(person))
         labels += timeline.evaluate()
         departures += timeline.departures
     labels += _group_labels(departures, end, rules)
@@ -2720,8 +3087,9 @@ def ground_truth(
 
 
 def simulate(days: int, travellers: int, seed: int, start: date, *, rules: Rules | None = None) -> Simulation:
-    """``travellers`` travellers, and the second stage's sponsors and guesthouses, over ``days`` days from
-    ``start`` (00:00 WIB); see the module doc."""
+    """``travellers`` travellers, and the second stage's sponsors and guesthouses, the groups and the
+    unreported whereabouts (in proportion, drawn last), over ``days`` days from ``start`` (00:00 WIB);
+    see the module doc."""
     if days < 1 or travellers < 0:
         raise ValueError("days must be at least 1 and travellers not negative")
     rules = rules or load_rules()

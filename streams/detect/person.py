@@ -272,7 +272,11 @@ class PersonDetector:
         elif kind == "hotel_guest_event":
             self._hotel(person, at, rec)
         elif kind == "roster":
-            person.sightings[rec["event_id"]] = (int(rec["day"]), rec["office"], f"listed by sponsor {rec['sponsor']}")
+            person.sightings[rec["event_id"]] = (
+                self._next_roster_due(int(rec["day"])),
+                rec["office"],
+                f"listed by sponsor {rec['sponsor']} for the period to {show_day(int(rec['day']))}",
+            )
         else:
             self._permit(person, at, rec)
         if person.nationality != CITIZEN:
@@ -624,6 +628,13 @@ class PersonDetector:
         finding.subject = {"person_key": person.key, "establishment_id": ci.establishment_id}
         finding.reasons.insert(0, f"checked in at {ci.establishment_name} on {show_day(ci.check_in_date)}")
         self._emit(person, finding, at)
+
+    def _next_roster_due(self, period_end: int) -> int:
+        """Day ``sponsor.due_day`` of the second month after ``period_end``'s: when the report that
+        would list the person next is due."""
+        d = date.fromordinal(period_end + EPOCH_ORDINAL)
+        y, m = divmod(d.year * 12 + d.month - 1 + 2, 12)
+        return date(y, m + 1, self.rules.sponsor.due_day).toordinal() - EPOCH_ORDINAL
 
     def _whereabouts(self, person: Person, at: int) -> None:
         """Recompute W, the last day a hotel, sponsor or arrival accounts for the person (RULES.md)."""

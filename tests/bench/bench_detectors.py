@@ -1093,7 +1093,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the events and child logs here")
     # the child roles (this module runs itself as the bare faust agent and the raw consumers)
     parser.add_argument(
-        "--role", choices=("bench", "bare-faust", "bare-faust-stock", "raw-decode", "raw-plain", "reference"), default="bench"
+        "--role",
+        choices=("bench", "bare-faust", "bare-faust-stock", "raw-decode", "raw-plain", "reference"),
+        default="bench",
     )
     parser.add_argument("--bootstrap", default="", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)

@@ -6,6 +6,8 @@ import itertools
 from datetime import date
 from typing import Any
 
+from builders import sponsor_report
+
 from streams import topics
 from streams.detect.config import default_rules
 from streams.detect.entity import EntityDetector
@@ -50,16 +52,7 @@ def permit_fact(pk: str, day: int, until_day: int, action: str = "GRANTED") -> d
 
 
 def report(day: int, period_end: date, roster: list[str]) -> dict[str, Any]:
-    return {
-        "event_id": f"spr-{next(_ids)}",
-        "occurred_at": at(day),
-        "reported_at": at(day),
-        "sponsor": {"sponsor_id": "SPN-1", "name": "PT Sinar Baja", "region": "Mojokerto", "office": "KANIM-MALANG"},
-        "period_start": period_end.replace(day=1),
-        "period_end": period_end,
-        "roster": [{"foreigner": {"person_key": pk}} for pk in roster],
-        "changes": [],
-    }
+    return sponsor_report(at(day), period_end, roster)[2]
 
 
 def run(facts: list[dict[str, Any]], reports: list[dict[str, Any]], until: int) -> list[dict[str, Any]]:

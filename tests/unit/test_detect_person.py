@@ -2,157 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
-from datetime import date
 from typing import Any
 
 import pytest
+from builders import CP2, D0, arrival, at, departure, hotel, journey, permit
 
 from streams import topics
 from streams.detect.config import default_rules
-from streams.detect.person import DAY_MS, HOUR_MS, INPUTS, PersonDetector, day_start, days
+from streams.detect.person import DAY_MS, HOUR_MS, INPUTS, PersonDetector, day_start
 from streams.detect.timeline import NEVER
 
 RULES = default_rules()
 LATE_MS = int(RULES.time.lateness_seconds * 1000)
-D0 = days(date(2026, 11, 1))  # a local day
-_ids = itertools.count()
-
-
-def at(day: int, hour: float = 10) -> int:
-    """Epoch ms of a local (WIB) day and hour, days counted from D0."""
-    return day_start(D0 + day) + int(hour * HOUR_MS)
-
-
-def ident(pk: str, nat: str = "SGP") -> dict[str, Any]:
-    return {
-        "nationality": nat,
-        "document_type": "PASSPORT",
-        "document_number": "X" + pk,
-        "given_names": "A",
-        "surname": "B",
-        "date_of_birth": None,
-        "person_key": pk,
-    }
-
-
-CP = {"checkpoint_id": "TPI-BATAM-CENTRE", "name": "Batam Centre", "kind": "SEAPORT", "office": "KANIM-BATAM"}
-CP2 = {"checkpoint_id": "TPI-SOEKARNO-HATTA", "name": "Soekarno-Hatta", "kind": "AIRPORT", "office": "KANIM-SH"}
-EST = {"establishment_id": "EST-1", "name": "Hotel Harmoni", "region": "Kota Batam", "office": "KANIM-BATAM"}
-
-
-def arrival(
-    pk: str,
-    when: int,
-    until_day: int,
-    *,
-    declared: str | None = None,
-    reported: int | None = None,
-    eid: str | None = None,
-) -> tuple[str, str, dict[str, Any]]:
-    return (
-        topics.BORDER_CROSSINGS,
-        "border_crossing",
-        {
-            "event_id": eid or f"arr-{next(_ids)}",
-            "occurred_at": when,
-            "reported_at": reported or when + 60_000,
-            "source": "t",
-            "direction": "ARRIVAL",
-            "checkpoint": CP,
-            "traveller": ident(pk),
-            "transport_reference": None,
-            "arrival": {
-                "permit_type": "VOA",
-                "authorised_until": D0 + until_day,
-                "declared_establishment_id": declared,
-                "declared_address": None,
-            },
-            "departure": None,
-        },
-    )
-
-
-def departure(
-    pk: str,
-    when: int,
-    *,
-    nat: str = "SGP",
-    journey: dict[str, Any] | None = None,
-    checkpoint: dict[str, str] = CP,
-    reported: int | None = None,
-    eid: str | None = None,
-) -> tuple[str, str, dict[str, Any]]:
-    return (
-        topics.BORDER_CROSSINGS,
-        "border_crossing",
-        {
-            "event_id": eid or f"dep-{next(_ids)}",
-            "occurred_at": when,
-            "reported_at": reported or when + 60_000,
-            "source": "t",
-            "direction": "DEPARTURE",
-            "checkpoint": checkpoint,
-            "traveller": ident(pk, nat),
-            "transport_reference": None,
-            "arrival": None,
-            "departure": journey,
-        },
-    )
-
-
-def permit(pk: str, when: int, until_day: int, *, reported: int | None = None) -> tuple[str, str, dict[str, Any]]:
-    return (
-        topics.PERMIT_UPDATES,
-        "permit_update",
-        {
-            "event_id": f"prm-{next(_ids)}",
-            "occurred_at": when,
-            "reported_at": reported or when + 60_000,
-            "source": "t",
-            "action": "EXTENDED",
-            "permit_type": "VOA",
-            "permit_number": None,
-            "holder": ident(pk),
-            "valid_from": None,
-            "valid_until": D0 + until_day,
-            "sponsor_id": None,
-            "office": "KANIM-BATAM",
-        },
-    )
-
-
-def hotel(
-    pk: str,
-    when: int,
-    check_in_day: int,
-    *,
-    action: str = "CHECK_IN",
-    expected_out: int | None = None,
-    reported: int | None = None,
-    corrects: str | None = None,
-    eid: str | None = None,
-    establishment: dict[str, str] = EST,
-) -> tuple[str, str, dict[str, Any]]:
-    return (
-        topics.HOTEL_GUEST_EVENTS,
-        "hotel_guest_event",
-        {
-            "event_id": eid or f"htl-{next(_ids)}",
-            "occurred_at": when,
-            "reported_at": reported or when + 600_000,
-            "source": "t",
-            "action": action,
-            "corrects_event_id": corrects,
-            "establishment": establishment,
-            "guest": ident(pk),
-            "permit_type": None,
-            "room": "1",
-            "check_in_date": D0 + check_in_day,
-            "expected_check_out_date": None if expected_out is None else D0 + expected_out,
-            "check_out_date": D0 + check_in_day if action == "CHECK_OUT" else None,
-        },
-    )
 
 
 def run(
@@ -290,24 +151,6 @@ def test_checkout_missing_after_departure_and_after_expected_date() -> None:
 
 
 # ------------------------------------------------------------------ TPPO
-
-
-def journey(**overrides: Any) -> dict[str, Any]:
-    base = {
-        "destination_country": "SGP",
-        "destination_city": None,
-        "onward_route": [],
-        "return_ticket": True,
-        "purpose": "TOURISM",
-        "passport_issued_on": D0 - 900,
-        "group_reference": None,
-        "agent_reference": None,
-        "booking_reference": None,
-        "job_offer_contact": None,
-        "employer_paid_travel": None,
-        "pmi_placement_id": None,
-    }
-    return {**base, **overrides}
 
 
 def test_tppo_screening_lists_each_indicator_with_its_weight() -> None:

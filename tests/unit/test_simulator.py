@@ -1,7 +1,7 @@
 """The simulator: valid gateway JSON, deterministic, in replay order, and a ground truth that follows
 streams/detect/RULES.md (checked on whole simulations, on hand-made timelines and by recomputing
-some rules independently), for the person rules and for the second stage's establishment and
-sponsor rules."""
+some rules independently), for the person rules (whereabouts.unknown with the sponsor rosters routed
+to people included) and for the second stage's establishment and sponsor rules."""
 
 from __future__ import annotations
 
@@ -29,14 +29,17 @@ WIB_OFFSET_MS = 7 * 3_600_000
 DAY_MS = 86_400_000
 Event = dict[str, Any]
 ENTITY_RULES = frozenset({"establishment.silent", "sponsor.overdue", "sponsor.roster_mismatch"})
-# people the second stage adds (not among ``travellers``)
+# people the second stage (and the roster_gap sponsor drawn last) adds (not among ``travellers``)
 SECOND_STAGE_PEOPLE = (
     "resident_guest",
     "sponsored",
     "sponsored_arrives",
     "sponsored_unreported",
     "sponsored_cancelled",
+    "sponsored_gap_arrives",
 )
+# foreigners drawn last, in addition to ``travellers``, whose whereabouts go unreported
+WHEREABOUTS_SCENARIOS = ("whereabouts_villa", "whereabouts_late_register")
 
 
 @cache
@@ -79,7 +82,10 @@ def travellers_of(s: Simulation) -> dict[str, str]:
     return {
         k: v
         for k, v in s.scenarios.items()
-        if v not in SECOND_STAGE_PEOPLE and v != "unlisted_worker" and not v.startswith("group_")
+        if v not in SECOND_STAGE_PEOPLE
+        and v != "unlisted_worker"
+        and not v.startswith("group_")
+        and v not in WHEREABOUTS_SCENARIOS
     }
 
 
@@ -98,10 +104,41 @@ def labels_of(s: Simulation, person: tuple[str, str]) -> list[dict[str, Any]]:
     return [t for t in s.truth if t["subject"] == subject or t["window"] in events]
 
 
+def roster_covers(period_end: str) -> str:
+    """The day a roster entry accounts for its person to: its sponsor's next report's due date."""
+    end = date.fromisoformat(period_end)
+    year, month = (end.year + 1, end.month - 10) if end.month > 10 else (end.year, end.month + 2)
+    return date(year, month, load_rules().sponsor_due_day).isoformat()
+
+
+def test_roster_cover_is_the_next_reports_due_date() -> None:
+    assert roster_covers("2026-01-31") == "2026-03-10"
+    assert roster_covers("2026-11-30") == "2027-01-10"
+    assert roster_covers("2026-12-31") == "2027-02-10"
+
+
+def sightings_of(s: Simulation) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """(day, office) of every possible sighting of each person: arrival date, check-in, expected
+    check-out and check-out dates, the day roster entries cover to."""
+    out: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    for item in s.events:
+        e = item["event"]
+        if item["kind"] == "sponsor_report":
+            for entry in e["roster"]:
+                out[who({"guest": entry["foreigner"]})].add((roster_covers(e["period_end"]), e["sponsor"]["office"]))
+        elif item["kind"] == "border_crossing" and e["direction"] == "ARRIVAL":
+            out[who(e)].add((wib_date(ms(e["occurred_at"])).isoformat(), e["checkpoint"]["office"]))
+        elif item["kind"] == "hotel_guest_event":
+            for name in ("check_in_date", "expected_check_out_date", "check_out_date"):
+                if e.get(name):
+                    out[who(e)].add((e[name], e["establishment"]["office"]))
+    return out
+
+
 def rule_ids_in_rules_md() -> set[str]:
     text = RULES_MD.read_text()
     ids: set[str] = set()
-    for section in ("## Rules", "## Establishment and sponsor rules"):
+    for section in ("## Rules", "## Establishment and sponsor rules", "## Whereabouts"):
         part = text.split(section, 1)[1].split("\n## ", 1)[0]
         ids |= set(re.findall(r"^- \*\*([a-z_.]+)\*\*:", part, flags=re.MULTILINE))
     later = text.split("## Not yet evaluated", 1)[1] if "## Not yet evaluated" in text else ""
@@ -247,7 +284,7 @@ def test_fast_enough() -> None:
 def test_every_evaluated_rule_of_rules_md_has_labels() -> None:
     expected = rule_ids_in_rules_md()
     assert {"overstay", "tppo.screening", "report.checkout_missing"} <= expected
-    assert expected >= ENTITY_RULES and "whereabouts.unknown" not in expected
+    assert expected >= ENTITY_RULES and "whereabouts.unknown" in expected
     counts = Counter(t["rule_id"] for t in sim().truth)
     assert expected <= set(counts), expected - set(counts)
     assert set(counts) <= expected
@@ -257,13 +294,19 @@ def test_truth_labels_are_unique_and_refer_to_existing_events() -> None:
     s = sim()
     events = {item["event"]["event_id"]: item["event"] for item in s.events}
     people = by_person(s)
+    sightings = sightings_of(s)
     seen = set()
     for t in s.truth:
         key = json.dumps(t, sort_keys=True)
         assert key not in seen
         seen.add(key)
-        assert set(t) - {"group"} == {"rule_id", "subject", "window"}
+        assert set(t) - {"group", "office"} == {"rule_id", "subject", "window"}
         assert t.get("group", True) is True and ("group" not in t or t["rule_id"] == "tppo.screening")
+        assert ("office" in t) == (t["rule_id"] == "whereabouts.unknown")
+        if t["rule_id"] == "whereabouts.unknown":  # a sighting of this person covers the day, from that office
+            person = (t["subject"]["nationality"], t["subject"]["document_number"])
+            assert (t["window"], t["office"]) in sightings[person], t
+            continue
         if t["rule_id"] == "establishment.silent":
             est = t["subject"]["establishment_id"]
             assert any(
@@ -370,9 +413,13 @@ def test_overstayers_located_at_a_hotel() -> None:
     s = sim()
     located = people_in(s, "overstay_located")
     assert located
+    silent = 0
     for person in located:
         rules = Counter(t["rule_id"] for t in labels_of(s, person))
+        # they live privately before and after the hotel that finds them: more than 14 days of that go unaccounted
+        silent += rules.pop("whereabouts.unknown", 0)
         assert rules == Counter({"overstay": 1, "overstay.located": 1, "permit.expiring": 1})
+    assert silent >= len(located)
 
 
 def test_a_voa_extension_on_time_prevents_the_overstay() -> None:
@@ -512,6 +559,17 @@ def test_sponsor_scenarios_give_their_alerts_and_no_others() -> None:
             assert got == Counter(), (sponsor, got)
         elif scenario in ("stops_reporting", "reports_late"):
             assert got == Counter({"sponsor.overdue": 1}), (sponsor, got)  # February, due on 10 March
+        elif scenario == "roster_gap":  # the reports that leave a worker off for a while
+            gap = {tuple(k.split(":")) for k, v in s.scenarios.items() if v == "sponsored_gap_arrives"}
+            left_off = [
+                e
+                for e in s.events
+                if e["kind"] == "sponsor_report"
+                and e["event"]["sponsor"]["sponsor_id"] == sponsor
+                and not gap <= {who({"guest": x["foreigner"]}) for x in e["event"]["roster"]}
+            ]
+            assert len(gap) == 1 and 1 <= len(left_off) < reports[sponsor]
+            assert got == Counter({"sponsor.roster_mismatch": len(left_off)}), (sponsor, got)
         else:  # every report of roster_omits and roster_unlisted
             assert got == Counter({"sponsor.roster_mismatch": reports[sponsor]}), (sponsor, got)
             assert reports[sponsor] >= 2
@@ -521,22 +579,36 @@ def test_sponsor_scenarios_give_their_alerts_and_no_others() -> None:
 
 
 def test_second_stage_people_leave_the_person_rules_alone() -> None:
-    """Without the sponsors' people and reports and the guesthouses' guests, the person rules give the same."""
+    """Without the sponsors' people and reports and the guesthouses' guests, the person rules give the same
+    for the travellers; of the people added, only the sponsors' workers who arrive in the story have person
+    labels, and only whereabouts.unknown (a monthly roster alone cannot keep them accounted for: see
+    test_reference_whereabouts_of_a_roster_listed_worker)."""
     s = sim()
     added = {k for k, v in s.scenarios.items() if v in SECOND_STAGE_PEOPLE}
+
+    def travellers(labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            t
+            for t in labels
+            if t["rule_id"] not in ENTITY_RULES
+            and f"{t['subject'].get('nationality')}:{t['subject'].get('document_number')}" not in added
+        ]
+
     travellers_only = [
         item for item in s.events if item["kind"] != "sponsor_report" and ":".join(who(item["event"])) not in added
     ]
     truth, withdrawn = ground_truth(travellers_only, s.end)
-    assert [t for t in s.truth if t["rule_id"] not in ENTITY_RULES] == [
-        t for t in truth if t["rule_id"] not in ENTITY_RULES
-    ]
-    assert [w for w in s.withdrawn if w["rule_id"] not in ENTITY_RULES] == [
-        w for w in withdrawn if w["rule_id"] not in ENTITY_RULES
-    ]
+    assert travellers(s.truth) == travellers(truth) == [t for t in truth if t["rule_id"] not in ENTITY_RULES]
+    assert (
+        travellers(s.withdrawn) == travellers(withdrawn) == [w for w in withdrawn if w["rule_id"] not in ENTITY_RULES]
+    )
+    arriving: set[str] = set()
     for t in s.truth + s.withdrawn:
-        if "document_number" in t["subject"]:
-            assert f"{t['subject']['nationality']}:{t['subject']['document_number']}" not in added
+        key = f"{t['subject'].get('nationality')}:{t['subject'].get('document_number')}"
+        if key in added:
+            assert t["rule_id"] == "whereabouts.unknown" and s.scenarios[key].endswith("_arrives"), t
+            arriving.add(key)
+    assert arriving and arriving <= {k for k, v in s.scenarios.items() if v.endswith("_arrives")}
 
 
 def labelled(labels: list[dict[str, Any]], rule: str) -> set[tuple[str, str]]:
@@ -756,6 +828,7 @@ def test_reference_overstay_exit_and_warning() -> None:
         ("overstay", "2026-02-03"),
         ("overstay.at_exit", "d1"),
         ("permit.expiring", "2026-02-03"),
+        ("whereabouts.unknown", "2026-01-08"),  # nothing reported after the check-out
     ]
     assert withdrawn == []
 
@@ -764,9 +837,10 @@ def test_reference_leaving_on_the_last_day_and_in_the_last_week() -> None:
     arrive = _crossing("a1", _t("2026-01-05", 10), "ARRIVAL", "2026-02-03", rep=_t("2026-01-05", 10, 1))
     on_last_day = [arrive, _crossing("d1", _t("2026-02-03", 20), "DEPARTURE", rep=_t("2026-02-03", 20, 1))]
     assert _rules_of(ground_truth(on_last_day, END)[0])[0] == ("permit.expiring", "2026-02-03")
-    assert len(ground_truth(on_last_day, END)[0]) == 1 + 1  # the check-in never came: report.missing too
+    # the check-in never came: report.missing too, and nobody accounted for them after the arrival day
+    assert len(ground_truth(on_last_day, END)[0]) == 1 + 1 + 1
     day_before_warning = [arrive, _crossing("d1", _t("2026-01-26", 20), "DEPARTURE", rep=_t("2026-01-26", 20, 1))]
-    assert [t["rule_id"] for t in ground_truth(day_before_warning, END)[0]] == ["report.missing"]
+    assert [t["rule_id"] for t in ground_truth(day_before_warning, END)[0]] == ["report.missing", "whereabouts.unknown"]
     on_warning_day = [arrive, _crossing("d1", _t("2026-01-27", 8), "DEPARTURE", rep=_t("2026-01-27", 8, 1))]
     assert "permit.expiring" in [t["rule_id"] for t in ground_truth(on_warning_day, END)[0]]
 
@@ -1049,14 +1123,26 @@ def ground_truth_without_groups(departures: list[Event], end: datetime) -> list[
 
 
 def test_groups_are_drawn_after_everything_else() -> None:
-    """Their event counters are the last ones: the rest of a seed's events and truth are as before them."""
-    counters: dict[bool, list[int]] = defaultdict(list)
+    """Their event counters come after the rest, but for the unreported whereabouts and the roster_gap
+    sponsor, drawn last: the rest of a seed's events and truth are as before them."""
+    counters: dict[str, list[int]] = defaultdict(list)
     s = sim()
+    gap = next(k for k, v in s.entities.items() if v == "roster_gap")
     for item in s.events:
         e = item["event"]
-        grouped = item["kind"] == "border_crossing" and s.scenarios[":".join(who(e))].startswith("group_")
-        counters[grouped].append(int(e["event_id"].rsplit("-", 1)[1]))
-    assert counters[True] and min(counters[True]) > max(counters[False])
+        scenario = "" if item["kind"] == "sponsor_report" else s.scenarios[":".join(who(e))]
+        if scenario.startswith("group_"):
+            kind = "group"
+        elif scenario in WHEREABOUTS_SCENARIOS or gap in (e.get("sponsor_id"), e.get("sponsor", {}).get("sponsor_id")):
+            kind = "last"
+        elif scenario in ("sponsored_arrives", "sponsored_gap_arrives") and any(
+            p.get("sponsor_id") == gap for p in by_person(s)[who(e)]
+        ):
+            kind = "last"  # the arrival of a roster_gap worker
+        else:
+            kind = "rest"
+        counters[kind].append(int(e["event_id"].rsplit("-", 1)[1]))
+    assert max(counters["rest"]) < min(counters["group"]) <= max(counters["group"]) < min(counters["last"])
 
 
 def _citizen_departure(
@@ -1177,3 +1263,317 @@ def test_reference_group_order_of_release() -> None:
     )
     with pytest.raises(AmbiguousCase):
         ground_truth([a, b, c, onward], END)
+
+
+# ---------------------------------------------------------------- whereabouts.unknown
+
+WHEREABOUTS = "whereabouts.unknown"
+
+
+def _whereabouts(events: list[Event], end: datetime = END) -> tuple[list[tuple[str, str]], list[str]]:
+    """((window, office) of the standing whereabouts.unknown labels, windows of the withdrawn ones)."""
+    truth, withdrawn = ground_truth(events, end)
+    return (
+        sorted((t["window"], t["office"]) for t in truth if t["rule_id"] == WHEREABOUTS),
+        sorted(w["window"] for w in withdrawn if w["rule_id"] == WHEREABOUTS),
+    )
+
+
+def _at_hotel(eid: str, at: str, rep: str, day: str, expected: str | None, office: str, **kw: Any) -> Event:
+    """A guest event of _person() at a hotel of ``office`` (EST-<office>)."""
+    item = _check_in(eid, at, rep, day, expected or day, **kw)
+    item["event"]["establishment"] = {
+        "establishment_id": f"EST-{office}",
+        "name": f"Hotel {office}",
+        "region": "Kota Batam",
+        "office": office,
+    }
+    if expected is None:
+        del item["event"]["expected_check_out_date"]
+    return item
+
+
+def _silent_tourist(back_on: str | None = "2026-01-25") -> list[Event]:
+    """Arrives at Batam Centre on 5 Jan, three nights at a hotel (out on the 8th), then nobody reports
+    them: W = 8 Jan, the alert at 23 Jan 00:00 WIB; back at another hotel on ``back_on``; leaves 30 Jan."""
+    events = [
+        _crossing("a1", _t("2026-01-05", 10), "ARRIVAL", "2026-02-03", rep=_t("2026-01-05", 10, 1)),
+        _at_hotel("c1", _t("2026-01-05", 13), _t("2026-01-05", 14), "2026-01-05", "2026-01-08", "KANIM-A"),
+        _at_hotel(
+            "o1", _t("2026-01-08", 9), _t("2026-01-08", 10), "2026-01-05", "2026-01-08", "KANIM-A", action="CHECK_OUT"
+        ),
+        _crossing("d1", _t("2026-01-30", 10), "DEPARTURE", rep=_t("2026-01-30", 10, 1)),
+    ]
+    events[2]["event"]["check_out_date"] = "2026-01-08"
+    if back_on is not None:
+        events.append(_at_hotel("c2", _t(back_on, 15), _t(back_on, 16), back_on, "2026-01-30", "KANIM-B"))
+    return events
+
+
+def test_reference_whereabouts_of_a_silent_tourist() -> None:
+    # one alert, window W = the check-out day, office of the sighting that covers it (the hotel's)
+    assert _whereabouts(_silent_tourist()) == ([("2026-01-08", "KANIM-A")], [])
+    truth, _ = ground_truth(_silent_tourist(), END)
+    assert [t for t in truth if t["rule_id"] == WHEREABOUTS] == [
+        {
+            "rule_id": WHEREABOUTS,
+            "subject": {"nationality": "AUS", "document_number": "PA1234567"},
+            "window": "2026-01-08",
+            "office": "KANIM-A",
+        }
+    ]
+    # back at a hotel on day W + 14 (reported then): no silence of more than 14 days
+    assert _whereabouts(_silent_tourist("2026-01-22")) == ([], [])
+    # leaving before the deadline: no alert; leaving after it does not withdraw it
+    gone = _silent_tourist(None)
+    gone[3] = _crossing("d1", _t("2026-01-22", 20), "DEPARTURE", rep=_t("2026-01-22", 20, 1))
+    assert _whereabouts(gone) == ([], [])
+    assert _whereabouts(_silent_tourist(None)) == ([("2026-01-08", "KANIM-A")], [])
+    # nothing but the arrival: W is the arrival day, the checkpoint's office
+    arrival_only = [_silent_tourist(None)[0], _silent_tourist(None)[3]]
+    assert _whereabouts(arrival_only) == ([("2026-01-05", "KANIM-BATAM")], [])
+    # the deadline after the end of the story: not yet
+    assert _whereabouts(_silent_tourist(None), datetime(2026, 1, 22, 16, tzinfo=UTC)) == ([], [])
+    assert _whereabouts(_silent_tourist(None), datetime(2026, 1, 22, 17, 1, tzinfo=UTC)) == (
+        [("2026-01-08", "KANIM-A")],
+        [],
+    )
+
+
+def test_reference_whereabouts_open_stays_and_corrections() -> None:
+    arrive = _crossing("a1", _t("2026-01-05", 10), "ARRIVAL", "2026-03-05", rep=_t("2026-01-05", 10, 1))
+    leave = _crossing("d1", _t("2026-02-20", 10), "DEPARTURE", rep=_t("2026-02-20", 10, 1))
+    # no CHECK_OUT: the hotel vouches for the stay up to its expected check-out date
+    open_stay = _at_hotel("c1", _t("2026-01-05", 13), _t("2026-01-05", 14), "2026-01-05", "2026-01-20", "KANIM-A")
+    assert _whereabouts([arrive, open_stay, leave]) == ([("2026-01-20", "KANIM-A")], [])
+    # a check-out on the 10th takes the vouching back: W = 10 Jan, due 25 Jan (known before it)
+    out = _at_hotel(
+        "o1", _t("2026-01-10", 9), _t("2026-01-10", 10), "2026-01-05", "2026-01-20", "KANIM-A", action="CHECK_OUT"
+    )
+    out["event"]["check_out_date"] = "2026-01-10"
+    assert _whereabouts([arrive, open_stay, out, leave]) == ([("2026-01-10", "KANIM-A")], [])
+    # no expected date: the check-in date only
+    bare = _at_hotel("c1", _t("2026-01-05", 13), _t("2026-01-05", 14), "2026-01-05", None, "KANIM-A")
+    assert _whereabouts([arrive, bare, leave]) == ([("2026-01-05", "KANIM-A")], [])
+    # a cancelled check-in is no sighting (the arrival, the same day, is then the last one)
+    cancel = _at_hotel(
+        "x1", _t("2026-01-05", 13), _t("2026-01-05", 18), "2026-01-05", "2026-01-20", "KANIM-A", action="CANCEL"
+    )
+    cancel["event"]["corrects_event_id"] = "c1"
+    assert _whereabouts([arrive, open_stay, cancel, leave]) == ([("2026-01-05", "KANIM-BATAM")], [])
+    # the same day from the checkpoint and the hotel: the greatest event id's office ("c1" > "a1")
+    assert _whereabouts([arrive, bare, leave])[0] == [("2026-01-05", "KANIM-A")]
+    early = _crossing("z1", _t("2026-01-05", 10), "ARRIVAL", "2026-03-05", rep=_t("2026-01-05", 10, 1))
+    assert _whereabouts([early, bare, leave])[0] == [("2026-01-05", "KANIM-BATAM")]
+
+
+def test_reference_whereabouts_late_hotel_report_inside_the_silence() -> None:
+    # a homestay of the 18th-20th (inside the silence, W + 10) typed in on the 24th, after the alert
+    base = _silent_tourist()
+    late = _at_hotel("h1", _t("2026-01-18", 15), _t("2026-01-24", 9), "2026-01-18", None, "KANIM-C")
+    standing, withdrawn = _whereabouts([*base, late])
+    assert standing == [] and withdrawn == ["2026-01-08"]
+    # the last day of the silence, W + 14, is inside it too
+    on_the_22nd = _at_hotel("h1", _t("2026-01-22", 15), _t("2026-01-23", 9), "2026-01-22", None, "KANIM-C")
+    assert _whereabouts([*base, on_the_22nd]) == ([], ["2026-01-08"])
+    # a late report of W + 15 or later: the silence was real, the alert stands
+    after = _at_hotel("h1", _t("2026-01-23", 15), _t("2026-01-24", 9), "2026-01-23", None, "KANIM-C")
+    assert _whereabouts([*base, after]) == ([("2026-01-08", "KANIM-A")], [])
+    # a late report of a day before W changes nothing
+    before = _at_hotel("h1", _t("2026-01-07", 15), _t("2026-01-24", 9), "2026-01-07", None, "KANIM-C")
+    assert _whereabouts([*base, before]) == ([("2026-01-08", "KANIM-A")], [])
+    # withdrawn, then silent again from the homestay's day: a new alert 15 days on, if still here
+    stays_on = [e for e in base if e["event"]["event_id"] not in ("c2", "d1")]
+    assert _whereabouts([*stays_on, late]) == ([("2026-01-18", "KANIM-C")], ["2026-01-08"])
+
+
+def test_reference_whereabouts_cases_rules_md_does_not_settle() -> None:
+    base = _silent_tourist(None)
+    # reported after the alert, begins inside the silence, but its expected check-out lies after it
+    spanning = _at_hotel("h1", _t("2026-01-20", 15), _t("2026-01-24", 9), "2026-01-20", "2026-01-27", "KANIM-C")
+    with pytest.raises(AmbiguousCase):
+        ground_truth([*base, spanning], END)
+    # a sighting inside the silence reported after W has moved on already
+    moved_on = _at_hotel("c2", _t("2026-01-24", 15), _t("2026-01-24", 16), "2026-01-24", "2026-01-26", "KANIM-B")
+    late = _at_hotel("h1", _t("2026-01-18", 15), _t("2026-01-25", 9), "2026-01-18", None, "KANIM-C")
+    with pytest.raises(AmbiguousCase):
+        ground_truth([*base, moved_on, late], END)
+    # a new W whose deadline has passed by the time it is known
+    very_late = _at_hotel("h1", _t("2026-01-18", 15), _t("2026-02-03", 9), "2026-01-18", None, "KANIM-C")
+    stays_on = [e for e in base if e["event"]["event_id"] != "d1"]
+    with pytest.raises(AmbiguousCase):
+        ground_truth([*stays_on, very_late], END)
+
+
+def _worker_arrives(day: str, who: int = 1) -> Event:
+    """A sponsored worker (the _report helpers' _resident) arriving at Soekarno-Hatta on an ITAS."""
+    return {
+        "kind": "border_crossing",
+        "event": {
+            "event_id": f"a-{who}",
+            "occurred_at": _t(day, 10),
+            "reported_at": _t(day, 10)[:16] + ":07.123+07:00",
+            "direction": "ARRIVAL",
+            "checkpoint": {
+                "checkpoint_id": "TPI-SOEKARNO-HATTA",
+                "name": "Soekarno-Hatta",
+                "kind": "AIRPORT",
+                "office": "KANIM-SOEKARNO-HATTA",
+            },
+            "traveller": _resident(who),
+            "arrival": {"permit_type": "ITAS", "authorised_until": "2029-01-01", "declared_address": "Mess, Batam"},
+        },
+    }
+
+
+def test_reference_whereabouts_of_a_roster_listed_worker() -> None:
+    """A roster entry accounts for its person until the sponsor's next report is due, from when it comes."""
+    arrive = _worker_arrives("2026-01-20")
+    permit = _sponsored("p1", "1", _t("2026-01-22", 10), "GRANTED", "2029-01-01")
+    january = _report("r1", _t("2026-02-03", 9), "2026-01-01", "2026-01-31", ["1"])  # before 4 Feb 00:00
+    until_14_feb = datetime(2026, 2, 14, 16, tzinfo=UTC)  # 23:00 WIB
+    # listed: accounted for until 10 March (the February report's due date), before the arrival's silence ended
+    assert _whereabouts([arrive, permit, january], until_14_feb) == ([], [])
+    # left off the roster: nobody has seen them since the arrival
+    left_off = _report("r1", _t("2026-02-03", 9), "2026-01-01", "2026-01-31", [])
+    assert _whereabouts([arrive, permit, left_off], until_14_feb) == ([("2026-01-20", "KANIM-SOEKARNO-HATTA")], [])
+    # the same roster reported on 6 Feb, after the alert: it covers to 10 March, past the silence (20 Jan to
+    # 3 Feb), so the person resurfaced after it and the alert stands
+    late = _report("r1", _t("2026-02-06", 9), "2026-01-01", "2026-01-31", ["1"])
+    assert _whereabouts([arrive, permit, late], until_14_feb) == ([("2026-01-20", "KANIM-SOEKARNO-HATTA")], [])
+    # listed on every monthly roster: never silent
+    february = _report("r2", _t("2026-03-04", 9), "2026-02-01", "2026-02-28", ["1"])
+    until_14_apr = datetime(2026, 4, 14, 16, tzinfo=UTC)
+    assert _whereabouts([arrive, permit, january, february], until_14_apr) == ([], [])
+    # left off February's roster: silent from 10 March, the due date January's entry covered to
+    february_without = _report("r2", _t("2026-03-04", 9), "2026-02-01", "2026-02-28", [])
+    assert _whereabouts([arrive, permit, january, february_without], until_14_apr) == (
+        [("2026-03-10", "KANIM-BATAM")],
+        [],
+    )
+    # living at a mess whose check-in vouches for the stay to the permit's end: accounted for throughout
+    mess = _check_in("m1", _t("2026-01-21", 15), _t("2026-01-21", 16), "2026-01-21", "2029-01-01")
+    mess["event"]["guest"] = _resident(1)
+    assert _whereabouts([arrive, permit, mess, january, february]) == ([], [])
+    # a worker never seen crossing is not known to be in the country
+    assert _whereabouts([permit, january, february]) == ([], [])
+
+
+def _by_subject(labels: list[dict[str, Any]], person: tuple[str, str]) -> list[dict[str, Any]]:
+    subject = {"nationality": person[0], "document_number": person[1]}
+    return [t for t in labels if t["rule_id"] == WHEREABOUTS and t["subject"] == subject]
+
+
+def test_whereabouts_in_the_simulation() -> None:
+    s = sim()  # simulate(90, 500, seed=1)
+    standing = [t for t in s.truth if t["rule_id"] == WHEREABOUTS]
+    assert len(standing) >= 20
+    people = by_person(s)
+    # tourists at a villa for 16-22 days after their hotels: one alert each, W = the last check-out day
+    villa = people_in(s, "whereabouts_villa")
+    assert len(villa) == 10
+    end_ms = int(s.end.timestamp() * 1000)
+    for person in villa:
+        [label] = _by_subject(s.truth, person)
+        assert _by_subject(s.withdrawn, person) == []
+        moments = [(ms(e["occurred_at"]), e) for e in people[person]] + [(end_ms, {})]  # (stories cut at the end)
+        moments.sort(key=lambda m: m[0])
+        before_the_villa = [  # the check-out after which nothing happens for more than 15 days
+            (e["check_out_date"], e["establishment"]["office"])
+            for (occurred, e), (after, _) in itertools.pairwise(moments)
+            if e.get("action") == "CHECK_OUT" and after - occurred > 15 * DAY_MS
+        ]
+        assert [(label["window"], label["office"])] == before_the_villa
+    # the homestay typed in after the alert: raised, then withdrawn; nothing stands
+    late = people_in(s, "whereabouts_late_register")
+    assert len(late) == 2
+    for person in late:
+        assert _by_subject(s.truth, person) == [] and len(_by_subject(s.withdrawn, person)) == 1
+    # moving between reporting hotels, or living at a mess that vouches for the stay: never unaccounted for
+    quiet = ("normal", "leaves_last_week", "frequent_visitor", "itas_worker", "voa_extension", "hotel_late")
+    for scenario in quiet:
+        assert people_in(s, scenario)
+        for person in people_in(s, scenario):
+            assert _by_subject(s.truth + s.withdrawn, person) == [], (scenario, person)
+    # roster_gap: the worker left off a roster goes silent after the due date its last listing covered to;
+    # the colleagues, listed on every roster, are accounted for from their first listing on
+    reports = [e["event"] for e in s.events if e["kind"] == "sponsor_report"]
+    [gap] = people_in(s, "sponsored_gap_arrives")
+    sponsor = next(e["sponsor_id"] for e in people[gap] if e.get("sponsor_id"))
+    mine = [r for r in reports if r["sponsor"]["sponsor_id"] == sponsor]
+    covers = {roster_covers(r["period_end"]) for r in mine}
+    colleagues = {who({"guest": x["foreigner"]}) for r in mine for x in r["roster"]} - {gap}
+    assert {t["window"] for t in _by_subject(s.truth, gap)} & covers
+    for colleague in colleagues:
+        assert not {t["window"] for t in _by_subject(s.truth, colleague)} & covers
+
+
+def test_whereabouts_recomputed_midnight_by_midnight() -> None:
+    """Independently, on whole simulations: at every midnight, from the events reported before it."""
+    silent = load_rules().whereabouts_silent_days
+    for s in (sim(), simulate(days=75, travellers=400, seed=11, start=date(2026, 3, 2))):
+        end_ms = int(s.end.timestamp() * 1000)
+        start = wib_date(ms(s.events[0]["event"]["reported_at"]))
+        midnights = [wib_midnight(start + timedelta(days=i)) for i in range(120)]
+        sightings: dict[tuple[str, str], list[tuple[int, str, Event]]] = defaultdict(list)
+        for item in s.events:
+            e = item["event"]
+            if item["kind"] == "sponsor_report":
+                for x in e["roster"]:
+                    sightings[who({"guest": x["foreigner"]})].append((ms(e["reported_at"]), "roster", e))
+            else:
+                sightings[who(e)].append((ms(e["reported_at"]), item["kind"], e))
+        expected: set[tuple[str, str, str, str]] = set()
+        gone: set[tuple[str, str, str]] = set()
+        for person, items in sightings.items():
+            if person[0] == "IDN" or not any(kind == "border_crossing" for _, kind, _ in items):
+                continue
+
+            def at(t: int, items: list[tuple[int, str, Event]] = items) -> tuple[str, str, bool]:
+                known = [(kind, e) for rep, kind, e in items if rep < t]
+                crossings = [e for kind, e in known if kind == "border_crossing"]
+                arrivals = [e for e in crossings if e["direction"] == "ARRIVAL"]
+                cancelled = {e["corrects_event_id"] for kind, e in known if e.get("action") == "CANCEL"}
+                out_at = {e["establishment"]["establishment_id"] for kind, e in known if e.get("action") == "CHECK_OUT"}
+                seen: list[tuple[str, str, str]] = []  # day, id, office
+                if arrivals:
+                    a = max(arrivals, key=lambda e: ms(e["occurred_at"]))
+                    seen.append((wib_date(ms(a["occurred_at"])).isoformat(), a["event_id"], a["checkpoint"]["office"]))
+                for kind, e in known:
+                    if kind == "roster":
+                        seen.append((roster_covers(e["period_end"]), e["event_id"] + "|", e["sponsor"]["office"]))
+                    elif e.get("action") == "CHECK_OUT":
+                        seen.append((e["check_out_date"], e["event_id"], e["establishment"]["office"]))
+                    elif e.get("action") == "CHECK_IN" and e["event_id"] not in cancelled:
+                        day = e["check_in_date"]
+                        if e["establishment"]["establishment_id"] not in out_at:
+                            day = max(day, e.get("expected_check_out_date") or day)
+                        seen.append((day, e["event_id"], e["establishment"]["office"]))
+                w, _, office = max(seen)
+                here = max(crossings, key=lambda e: ms(e["occurred_at"]))["direction"] == "ARRIVAL"
+                return w, office, here
+
+            for m in midnights:
+                if m >= end_ms or m <= min(rep for rep, kind, _ in items if kind == "border_crossing"):
+                    continue
+                w, office, here = at(m)
+                if here and m == wib_midnight(date.fromisoformat(w) + timedelta(days=silent + 1)):
+                    # withdrawn by a sighting reported later inside (W, W + silent]
+                    last = (date.fromisoformat(w) + timedelta(days=silent)).isoformat()
+                    later = [rep for rep, _, _ in items if m < rep < end_ms and w < at(rep + 1)[0] <= last]
+                    if later:
+                        gone.add((*person, w))
+                    else:
+                        expected.add((*person, w, office))
+        got = {
+            (t["subject"]["nationality"], t["subject"]["document_number"], t["window"], t["office"])
+            for t in s.truth
+            if t["rule_id"] == WHEREABOUTS
+        }
+        assert got == expected
+        assert {
+            (w["subject"]["nationality"], w["subject"]["document_number"], w["window"])
+            for w in s.withdrawn
+            if w["rule_id"] == WHEREABOUTS
+        } == gone
+        assert len(expected) >= 20 and gone
