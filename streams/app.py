@@ -157,8 +157,12 @@ def build_app(
                 out.add(entity_facts_topic, key, body)
         detector.facts.clear()
 
-    def dead_letter(raw: bytes, topic: str, exc: Exception) -> None:
-        out.add(dead_letters_topic, b"worker", _dead_letter(c, raw, topic, str(exc)))
+    def dead_letter(message: Any, raw: bytes, reason: str) -> None:
+        record = _dead_letter(c, raw, message.topic, message.partition, message.offset, reason)
+        if record["event_id"] in emitted:
+            return  # written before this worker (re)started and replayed the partition
+        emitted.add(record["event_id"])
+        out.add(dead_letters_topic, b"worker", c.encode("dead_letter", record))
 
     @app.agent(person_inputs, name="person-rules", supervisor_strategy=CrashingSupervisor)
     async def person_rules(stream: faust.StreamT[bytes]) -> None:
@@ -174,12 +178,17 @@ def build_app(
                 detector = detectors[p] = PersonDetector(rules, partition=p, sponsor_partitions=partitions)
             raw = event.value
             if message.topic == person_facts_topic:
-                send_alerts(detector.offer_roster(orjson.loads(raw)))
+                try:
+                    fact = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    dead_letter(message, raw, f"internal fact is not JSON: {exc}")
+                else:
+                    send_alerts(detector.offer_roster(fact))
             else:
                 try:
                     kind, record = c.decode(raw)
                 except DecodeError as exc:
-                    dead_letter(raw, message.topic, exc)
+                    dead_letter(message, raw, str(exc))
                 else:
                     send_alerts(detector.offer(message.topic[len(prefix) :], kind, record))
             if detector.facts:
@@ -199,12 +208,17 @@ def build_app(
             if detector is None:
                 detector = entity_detectors[q] = EntityDetector(rules, partitions)
             if message.topic == entity_facts_topic:
-                send_alerts(detector.offer_fact(orjson.loads(event.value)))
+                try:
+                    fact = orjson.loads(event.value)
+                except orjson.JSONDecodeError as exc:
+                    dead_letter(message, event.value, f"internal fact is not JSON: {exc}")
+                else:
+                    send_alerts(detector.offer_fact(fact))
             else:
                 try:
                     kind, record = c.decode(event.value)
                 except DecodeError as exc:
-                    dead_letter(event.value, message.topic, exc)
+                    dead_letter(message, event.value, str(exc))
                 else:
                     send_alerts(detector.offer_report(kind, record))
                     # roster entries to the people they name (whereabouts), ticks to every partition
@@ -221,25 +235,22 @@ def build_app(
     return app
 
 
-def _dead_letter(c: Any, raw: bytes, topic: str, reason: str) -> bytes:
+def _dead_letter(c: Any, raw: bytes, topic: str, partition: int, offset: int, reason: str) -> dict[str, Any]:
+    """The dead letter for an unreadable record; its id names the record's place, so a replay of the
+    partition finds it already written."""
     now = int(time.time() * 1000)
-    return bytes(
-        c.encode(
-            "dead_letter",
-            {
-                "event_id": f"dl-worker-{topic}-{now}-{hash(raw) & 0xFFFFFFFF:08x}",
-                "occurred_at": now,
-                "reported_at": now,
-                "source": "worker",
-                "step": "worker.decode",
-                "kind": None,
-                "reason": "undecodable",
-                "errors": [{"field": "<record>", "problem": reason}],
-                "content_type": "avro/binary",
-                "raw": raw,
-            },
-        )
-    )
+    return {
+        "event_id": f"dl-worker:{topic}:{partition}:{offset}",
+        "occurred_at": now,
+        "reported_at": now,
+        "source": "worker",
+        "step": "worker.decode",
+        "kind": None,
+        "reason": "undecodable",
+        "errors": [{"field": "<record>", "problem": reason}],
+        "content_type": "avro/binary",
+        "raw": raw,
+    }
 
 
 def _partitions(settings: Settings) -> int:
@@ -257,20 +268,27 @@ def _partitions(settings: Settings) -> int:
 
 
 def _emitted_ids(settings: Settings) -> set[str]:
+    """Ids of the alert records and of the worker's own dead letters already written."""
     from streams.reading import read_topic
 
-    return {
+    ids = {
         str(r.record["event_id"])
         for r in read_topic(settings.kafka_bootstrap, settings.topic(topics.ALERTS))
         if r.record is not None
     }
+    ids |= {
+        str(r.record["event_id"])
+        for r in read_topic(settings.kafka_bootstrap, settings.topic(topics.DEAD_LETTERS))
+        if r.record is not None and r.record.get("source") == "worker"
+    }
+    return ids
 
 
 def run_worker(settings: Settings, rules: RulesConfig | None = None) -> None:
     from faust import Worker
 
     emitted = _emitted_ids(settings)
-    log.info("%d alert records already on %s", len(emitted), settings.topic(topics.ALERTS))
+    log.info("%d alert records and worker dead letters already written", len(emitted))
     app = build_app(settings, rules, already_emitted=emitted, upstream_partitions=_partitions(settings))
     # The detectors keep every person's state in memory: move what exists now out of the collector's
     # way and collect young objects less often (each collection walks them all).

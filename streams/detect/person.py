@@ -552,10 +552,7 @@ class PersonDetector:
             self._late(person, ci)
             self._located(person, ci, at)
             if ci.expected_out is not None:
-                due = day_start(ci.expected_out + 1) + int(self.rules.reporting.checkout_grace_hours * HOUR_MS)
-                self.timeline.schedule(
-                    due, f"{person.key}:checkout:{ci.event_id}", ("checkout", person.key, ci.event_id, "expected")
-                )
+                self._schedule_checkout(person, ci)
         elif action == "CHECK_OUT":
             out_day = days(rec["check_out_date"]) if rec.get("check_out_date") is not None else local_day(at)
             person.sightings[rec["event_id"]] = (out_day, est["office"], f"checked out of {est['name']}")
@@ -579,18 +576,31 @@ class PersonDetector:
                     self._withdraw(person, rule, target.event_id, at, "the check-in report was cancelled")
             else:
                 target.check_in_date = days(rec["check_in_date"])
+                expected_before = target.expected_out
                 if rec.get("expected_check_out_date") is not None:
                     target.expected_out = days(rec["expected_check_out_date"])
-                if self._active(person, "overstay.located", target.event_id) and not self._is_overstaying_on(
-                    person, target.check_in_date
-                ):
-                    self._withdraw(
-                        person,
-                        "overstay.located",
-                        target.event_id,
-                        at,
-                        "the corrected check-in date is within the authorised stay",
-                    )
+                if self._active(person, "overstay.located", target.event_id):
+                    if not self._is_overstaying_on(person, target.check_in_date):
+                        self._withdraw(
+                            person,
+                            "overstay.located",
+                            target.event_id,
+                            at,
+                            "the corrected check-in date is within the authorised stay",
+                        )
+                else:
+                    self._located(person, target, at)  # the corrected date may fall after the stay
+                if target.expected_out is not None and target.expected_out != expected_before:
+                    self._schedule_checkout(person, target)
+
+    def _schedule_checkout(self, person: Person, ci: CheckIn) -> None:
+        assert ci.expected_out is not None
+        due = day_start(ci.expected_out + 1) + int(self.rules.reporting.checkout_grace_hours * HOUR_MS)
+        self.timeline.schedule(
+            due,
+            f"{person.key}:checkout:{ci.event_id}",
+            ("checkout", person.key, ci.event_id, "expected", ci.expected_out),
+        )
 
     def _late(self, person: Person, ci: CheckIn) -> None:
         limit = self.rules.reporting.hotel_deadline_hours
@@ -702,8 +712,9 @@ class PersonDetector:
                         auth[1],
                         {"person_key": person.key},
                         [
-                            f"authorised stay ends {show_day(until)}, in {until - local_day(at) + 1} days, "
-                            "and no extension is known: reach out before it lapses"
+                            f"authorised stay ends {show_day(until)} (the last day), "
+                            f"{until - local_day(at)} days from today, and no extension is known: "
+                            "reach out before it lapses"
                         ],
                         [Evidence("authorised_until", show_day(until), auth[2])],
                     ),
@@ -761,6 +772,8 @@ class PersonDetector:
             ci = person.checkins.get(payload[2])
             if ci is None or ci.checked_out or ci.cancelled:
                 return
+            if payload[3] == "expected" and ci.expected_out != payload[4]:
+                return  # a correction moved the expected check-out; its own timer is set
             why = (
                 "the guest left Indonesia"
                 if payload[3] == "departed"

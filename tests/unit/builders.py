@@ -168,7 +168,7 @@ def hotel(
 
 def journey(**overrides: Any) -> dict[str, Any]:
     """A citizen's journey details: an ordinary trip unless overridden."""
-    base = {
+    base: dict[str, Any] = {
         "destination_country": "SGP",
         "destination_city": None,
         "onward_route": [],

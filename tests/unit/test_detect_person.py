@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from builders import CP2, D0, arrival, at, departure, hotel, journey, permit
 
 from streams import topics
 from streams.detect.config import default_rules
-from streams.detect.person import DAY_MS, HOUR_MS, INPUTS, PersonDetector, day_start
+from streams.detect.person import DAY_MS, HOUR_MS, INPUTS, PersonDetector, day_start, days
 from streams.detect.timeline import NEVER
 
 RULES = default_rules()
@@ -308,14 +309,17 @@ def test_a_check_out_ends_what_the_stay_vouched_for() -> None:
     assert "checked out of Hotel Harmoni" in a["reasons"][1]
 
 
-def test_a_sponsor_roster_accounts_for_the_person() -> None:
-    events = [arrival("p1", at(0), until_day=90)]
-    # listed for a period ending on day 10, reported on day 12 (before the arrival's silence ran out)
+def test_a_sponsor_roster_accounts_for_the_person_until_its_next_report_is_due() -> None:
+    events = [arrival("p1", at(0), until_day=120)]
+    # listed for a period ending on 11 November (day 10), reported on day 12: the sponsor answers for
+    # the person until its next report is due, 10 January (day 70)
     listed = [roster_fact("p1", at(12), 10)]
-    assert whereabouts(run_with_rosters(events, listed, until=at(10 + SILENT, 23))) == []
-    (a,) = whereabouts(run_with_rosters(events, listed, until=at(10 + SILENT + 1, 1)))
+    due = days(date(2027, 1, 10)) - D0
+    assert whereabouts(run_with_rosters(events, listed, until=at(due + SILENT, 23))) == []
+    (a,) = whereabouts(run_with_rosters(events, listed, until=at(due + SILENT + 1, 1)))
     assert a["office"] == "KANIM-JAKSEL"
-    assert "listed by sponsor SPN-1" in a["reasons"][1]
+    assert {e["name"]: e["value"] for e in a["evidence"]}["window"] == "2027-01-10"
+    assert "listed by sponsor SPN-1 for the period to 2026-11-11" in a["reasons"][1]
 
 
 def test_the_person_stage_waits_for_every_roster_partition() -> None:
