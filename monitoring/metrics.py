@@ -41,3 +41,15 @@ BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 500, 1000, 5000),
 )
 DEDUP_ENTRIES = Gauge("pora_gateway_dedup_entries", "Event ids held for idempotent retries.")
+
+SINK_ROWS = Counter("pora_sink_rows_total", "Rows the sink wrote to ClickHouse (acknowledged), by table.", ["table"])
+SINK_BATCHES = Counter("pora_sink_batches_total", "Batches written to ClickHouse and committed to Kafka.")
+SINK_RETRIES = Counter(
+    "pora_sink_insert_retries_total", "Inserts ClickHouse refused or did not answer, retried after a backoff."
+)
+SINK_INSERT_SECONDS = Histogram(
+    "pora_sink_insert_seconds",
+    "Time to write one batch (every table) to ClickHouse.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SINK_PAUSED = Gauge("pora_sink_paused", "1 while the sink holds consumption because ClickHouse is unavailable.")

@@ -261,3 +261,64 @@ def demo() -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@main.command()
+@click.option("--until-idle", type=float, default=None, help="Stop after this many seconds with nothing to read.")
+def sink(until_idle: float | None) -> None:
+    """Write every topic to ClickHouse (PORA_CLICKHOUSE_URL; default: embedded chdb in the state dir)."""
+    import signal
+    import threading
+    import time
+
+    from connectors.sink.migrate import migrate
+    from connectors.sink.sink import Sink
+    from connectors.sink.store import StoreError, open_store
+
+    settings = _settings()
+    try:
+        store = open_store(settings)
+        ran = migrate(store)
+    except (StoreError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"sink: {store.target}" + (f" (migrated: {', '.join(m.name for m in ran)})" if ran else ""))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    s = Sink(settings, store)
+    idle_since = time.monotonic()
+    try:
+        while not stop.is_set():
+            if s.poll():
+                idle_since = time.monotonic()
+            elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
+                break
+    finally:
+        s.close()
+        store.close()
+    st = s.stats
+    click.echo(f"sink: {st.rows} rows in {st.batches} batches, {st.retries} retries, {st.dead_letters} dead letters")
+
+
+@main.group()
+def db() -> None:
+    """The ClickHouse schema."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Create or upgrade the analytics schema (versioned migrations, each applied once)."""
+    from connectors.sink.migrate import migrate
+    from connectors.sink.store import StoreError, open_store
+
+    settings = _settings()
+    try:
+        store = open_store(settings)
+        ran = migrate(store)
+        store.close()
+    except (StoreError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    if ran:
+        click.echo(f"{store.target}: applied " + ", ".join(f"{m.version:04d}_{m.name}" for m in ran))
+    else:
+        click.echo(f"{store.target}: up to date")

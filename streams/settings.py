@@ -60,6 +60,20 @@ class Settings(BaseSettings):
         default=32 * 1024, description="requests smaller than this are prepared in the main process"
     )
 
+    # ClickHouse sink
+    clickhouse_url: str = Field(
+        default="",
+        description="clickhouse://host:9000 (the server, via clickhouse-driver) or chdb:///path (embedded); "
+        "empty: chdb in <state_dir>/chdb",
+    )
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr | None = None
+    clickhouse_database: str = "pora"
+    sink_group: str = Field(default="pora-sink", description="consumer group of the sink (offsets commit there)")
+    sink_batch_rows: int = Field(default=50_000, gt=0, description="rows per ClickHouse insert, at most")
+    sink_batch_seconds: float = Field(default=1.0, gt=0, description="age of the oldest unwritten row, at most")
+    sink_retry_max_seconds: float = Field(default=30.0, gt=0, description="longest wait between insert retries")
+
     # Pseudonymisation: keyed hash of (nationality, document number, date of birth)
     person_key_secret: SecretStr | None = None
 
@@ -77,6 +91,10 @@ class Settings(BaseSettings):
                 missing.append("PORA_PERSON_KEY_SECRET (the local default is not allowed)")
             if self.gateway_keys_file is None:
                 missing.append("PORA_GATEWAY_KEYS_FILE")
+            if not self.clickhouse_url.startswith("clickhouse://"):
+                missing.append("PORA_CLICKHOUSE_URL (clickhouse://host:port; embedded chdb is for the local stack)")
+            elif self.clickhouse_password is None or not self.clickhouse_password.get_secret_value():
+                missing.append("PORA_CLICKHOUSE_PASSWORD")
             if missing:
                 raise ValueError("production mode needs: " + ", ".join(missing))
         return self

@@ -1,0 +1,332 @@
+"""From a decoded record to a table row: one table per event kind (see migrations/0001_initial.sql).
+
+Only the pseudonymous ``person_key`` and the nationality of a person reach a table; names, document
+numbers and dates of birth stay on the topics, which officers reach through the feed by role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from streams import topics
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    kind: str  # the Avro kind its rows come from
+    columns: tuple[str, ...]
+    row: Callable[[dict[str, Any]], Row]
+
+
+def _ident(i: dict[str, Any] | None) -> tuple[Any, Any]:
+    return (i["person_key"], i["nationality"]) if i else (None, None)
+
+
+def _common(r: dict[str, Any]) -> Row:
+    return r["event_id"], r["occurred_at"], r["reported_at"]
+
+
+def _hotel(r: dict[str, Any]) -> Row:
+    est = r["establishment"]
+    return (
+        *_common(r),
+        r["source"],
+        r["action"],
+        r.get("corrects_event_id"),
+        est["establishment_id"],
+        est["name"],
+        est["region"],
+        est["office"],
+        *_ident(r["guest"]),
+        r.get("permit_type"),
+        r["check_in_date"],
+        r.get("expected_check_out_date"),
+        r.get("check_out_date"),
+    )
+
+
+def _flag(v: bool | None) -> int | None:
+    return None if v is None else int(v)
+
+
+def _crossing(r: dict[str, Any]) -> Row:
+    cp, arr, dep = r["checkpoint"], r.get("arrival") or {}, r.get("departure") or {}
+    return (
+        *_common(r),
+        r["source"],
+        r["direction"],
+        cp["checkpoint_id"],
+        cp["kind"],
+        cp["office"],
+        *_ident(r["traveller"]),
+        arr.get("permit_type"),
+        arr.get("authorised_until"),
+        arr.get("declared_establishment_id"),
+        dep.get("destination_country"),
+        list(dep.get("onward_route") or ()),
+        _flag(dep.get("return_ticket")),
+        dep.get("purpose"),
+        dep.get("group_reference"),
+        dep.get("agent_reference"),
+        dep.get("booking_reference"),
+        dep.get("pmi_placement_id"),
+    )
+
+
+def _permit(r: dict[str, Any]) -> Row:
+    return (
+        *_common(r),
+        r["source"],
+        r["action"],
+        r["permit_type"],
+        *_ident(r["holder"]),
+        r.get("valid_from"),
+        r["valid_until"],
+        r.get("sponsor_id"),
+        r["office"],
+    )
+
+
+def _sponsor(r: dict[str, Any]) -> Row:
+    sp = r["sponsor"]
+    return (
+        *_common(r),
+        r["source"],
+        sp["sponsor_id"],
+        sp["name"],
+        sp["region"],
+        sp["office"],
+        r["period_start"],
+        r["period_end"],
+        [e["foreigner"]["person_key"] for e in r["roster"]],
+        [c["kind"] for c in r["changes"]],
+        [c["foreigner"]["person_key"] for c in r["changes"]],
+    )
+
+
+def _agency(r: dict[str, Any]) -> Row:
+    ag, loc = r["agency"], r["location"]
+    return (
+        *_common(r),
+        r["source"],
+        ag["agency_id"],
+        ag["kind"],
+        r["observation"],
+        loc["region"],
+        loc["office"],
+        *_ident(r.get("subject")),
+        r.get("establishment_id"),
+        r.get("sponsor_id"),
+    )
+
+
+def _alert(r: dict[str, Any]) -> Row:
+    s = r["subject"]
+    return (
+        *_common(r),
+        r["alert_id"],
+        r["rule_id"],
+        r["rule_version"],
+        r["status"],
+        r["severity"],
+        r["office"],
+        s.get("person_key"),
+        s.get("establishment_id"),
+        s.get("sponsor_id"),
+        s.get("checkpoint_id"),
+        r.get("window_start"),
+        r.get("window_end"),
+        [e["name"] for e in r["evidence"]],
+        [e["value"] for e in r["evidence"]],
+        list(r["reasons"]),
+    )
+
+
+def _action(r: dict[str, Any]) -> Row:
+    return (
+        *_common(r),
+        r["alert_id"],
+        r["rule_id"],
+        r["office"],
+        r["action"],
+        r["actor"],
+        r["actor_role"],
+        r.get("assignee"),
+        r.get("disposition"),
+    )
+
+
+def _dead_letter(r: dict[str, Any]) -> Row:
+    return (
+        *_common(r),
+        r["source"],
+        r["step"],
+        r.get("kind"),
+        r["reason"],
+        [e["field"] for e in r["errors"]],
+        [e["problem"] for e in r["errors"]],
+        r["content_type"],
+        len(r["raw"]),
+    )
+
+
+_C = ("event_id", "occurred_at", "reported_at")
+
+TABLES: dict[str, Table] = {
+    t.kind: t
+    for t in (
+        Table(
+            "hotel_guest_events",
+            "hotel_guest_event",
+            (
+                *_C,
+                "source",
+                "action",
+                "corrects_event_id",
+                "establishment_id",
+                "establishment_name",
+                "region",
+                "office",
+                "person_key",
+                "nationality",
+                "permit_type",
+                "check_in_date",
+                "expected_check_out_date",
+                "check_out_date",
+            ),
+            _hotel,
+        ),
+        Table(
+            "border_crossings",
+            "border_crossing",
+            (
+                *_C,
+                "source",
+                "direction",
+                "checkpoint_id",
+                "checkpoint_kind",
+                "office",
+                "person_key",
+                "nationality",
+                "permit_type",
+                "authorised_until",
+                "declared_establishment_id",
+                "destination_country",
+                "onward_route",
+                "return_ticket",
+                "purpose",
+                "group_reference",
+                "agent_reference",
+                "booking_reference",
+                "pmi_placement_id",
+            ),
+            _crossing,
+        ),
+        Table(
+            "permit_updates",
+            "permit_update",
+            (
+                *_C,
+                "source",
+                "action",
+                "permit_type",
+                "person_key",
+                "nationality",
+                "valid_from",
+                "valid_until",
+                "sponsor_id",
+                "office",
+            ),
+            _permit,
+        ),
+        Table(
+            "sponsor_reports",
+            "sponsor_report",
+            (
+                *_C,
+                "source",
+                "sponsor_id",
+                "sponsor_name",
+                "region",
+                "office",
+                "period_start",
+                "period_end",
+                "roster_person_keys",
+                "change_kinds",
+                "change_person_keys",
+            ),
+            _sponsor,
+        ),
+        Table(
+            "agency_reports",
+            "agency_report",
+            (
+                *_C,
+                "source",
+                "agency_id",
+                "agency_kind",
+                "observation",
+                "region",
+                "office",
+                "person_key",
+                "nationality",
+                "establishment_id",
+                "sponsor_id",
+            ),
+            _agency,
+        ),
+        Table(
+            "alerts",
+            "alert",
+            (
+                *_C,
+                "alert_id",
+                "rule_id",
+                "rule_version",
+                "status",
+                "severity",
+                "office",
+                "person_key",
+                "establishment_id",
+                "sponsor_id",
+                "checkpoint_id",
+                "window_start",
+                "window_end",
+                "evidence_names",
+                "evidence_values",
+                "reasons",
+            ),
+            _alert,
+        ),
+        Table(
+            "alert_actions",
+            "alert_action",
+            (*_C, "alert_id", "rule_id", "office", "action", "actor", "actor_role", "assignee", "disposition"),
+            _action,
+        ),
+        Table(
+            "dead_letters",
+            "dead_letter",
+            (
+                *_C,
+                "source",
+                "step",
+                "kind",
+                "reason",
+                "error_fields",
+                "error_problems",
+                "content_type",
+                "raw_bytes",
+            ),
+            _dead_letter,
+        ),
+    )
+}
+
+# the topics the sink reads: every public topic (each carries one kind, plus clock ticks it skips)
+SINK_TOPICS: tuple[str, ...] = tuple(t.name for t in topics.PUBLIC)
