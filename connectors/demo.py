@@ -119,9 +119,10 @@ def _summary(kind: str, rec: dict[str, Any] | None) -> str:
 
 def run_detector_demo(
     settings: Settings, say: Callable[[str], object] = print, *, days: int = 75, travellers: int = 500, seed: int = 2026
-) -> dict[str, int]:
+) -> Settings:
     """Simulate a couple of months, replay them on topics of their own through a detector worker, and
-    print the alerts by rule with the simulator's ground truth beside them."""
+    print the alerts by rule with the simulator's ground truth beside them. Returns the settings of
+    the simulation's topics."""
     import asyncio
     import time
     from datetime import date, timedelta
@@ -163,4 +164,36 @@ def run_detector_demo(
         )
     say("\nAgainst the simulator's ground truth:")
     say(table(score(alerts, sim.truth, settings.person_secret)))
-    return {rule: len(items) for rule, items in by_rule.items()}
+    return sim_settings
+
+
+def run_sink_demo(settings: Settings, say: Callable[[str], object] = print) -> dict[str, int]:
+    """Write the simulation's topics (events and alerts) to ClickHouse (embedded chdb unless
+    PORA_CLICKHOUSE_URL says otherwise) and show what landed. Returns rows per table."""
+    import time
+
+    from connectors.sink.migrate import migrate
+    from connectors.sink.sink import TABLES_BY_NAME, Sink
+    from connectors.sink.store import open_store
+
+    store = open_store(settings)
+    try:
+        migrate(store)
+        sink = Sink(settings, store)
+        idle_since, deadline = time.monotonic(), time.monotonic() + 120
+        while time.monotonic() < deadline and (not sink.consumer.assignment() or time.monotonic() - idle_since < 3.0):
+            if sink.poll() or not sink.consumer.assignment():
+                idle_since = time.monotonic()
+        sink.close()
+        db = store.database
+        say(
+            f"\nClickHouse ({store.target}): {sink.stats.rows} rows in {sink.stats.batches} batches "
+            f"from {sink.stats.records} records (clock ticks skipped); rows per table, duplicates collapsed:"
+        )
+        counts: dict[str, int] = {}
+        for name in TABLES_BY_NAME:
+            counts[name] = int(store.query(f"SELECT count() FROM {db}.{name} FINAL").rows[0][0])
+            say(f"  {name:<22} {counts[name]:>7}")
+        return counts
+    finally:
+        store.close()

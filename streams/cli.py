@@ -243,7 +243,7 @@ def evaluate(truth_path: str) -> None:
 @main.command()
 def demo() -> None:
     """Start the local stack, post sample reports as each source would, show what arrived."""
-    from connectors.demo import run_demo, run_detector_demo
+    from connectors.demo import run_demo, run_detector_demo, run_sink_demo
     from streams import localstack, stack
 
     s = _settings()
@@ -253,14 +253,11 @@ def demo() -> None:
         raise _fail(exc) from None
     s = s.model_copy(update={"kafka_bootstrap": f"{s.broker_host}:{s.broker_port}"})
     run_demo(s, say=click.echo)
-    run_detector_demo(s, say=click.echo)
+    sim_settings = run_detector_demo(s, say=click.echo)
+    run_sink_demo(sim_settings, say=click.echo)
     click.echo(
         "\nThe stack keeps running: `pora tail alerts`, `pora tail dead-letters`, `pora status`, `pora down` to stop."
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 @main.command()
@@ -289,7 +286,7 @@ def sink(until_idle: float | None) -> None:
     idle_since = time.monotonic()
     try:
         while not stop.is_set():
-            if s.poll():
+            if s.poll() or not s.consumer.assignment():  # idle counts from the partition assignment
                 idle_since = time.monotonic()
             elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                 break
@@ -322,3 +319,7 @@ def db_migrate() -> None:
         click.echo(f"{store.target}: applied " + ", ".join(f"{m.version:04d}_{m.name}" for m in ran))
     else:
         click.echo(f"{store.target}: up to date")
+
+
+if __name__ == "__main__":  # keep last: every command must be registered before main() runs
+    sys.exit(main())

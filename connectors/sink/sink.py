@@ -26,7 +26,7 @@ from connectors.sink.tables import SINK_TOPICS, TABLES, Row
 from monitoring import metrics
 from schemas.codec import DecodeError, codec
 from streams import topics
-from streams.settings import Settings
+from streams.settings import Mode, Settings
 
 log = logging.getLogger("pora.sink")
 
@@ -83,6 +83,11 @@ class Sink:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id="pora-sink",
+            # Tansu (local) makes a join wait half the session timeout; keep it short there
+            session_timeout_ms=6_000 if settings.mode is Mode.LOCAL else 30_000,
+            heartbeat_interval_ms=2_000 if settings.mode is Mode.LOCAL else 3_000,
+            # also the rebalance timeout: how long a join waits for a member that vanished (Tansu)
+            max_poll_interval_ms=60_000 if settings.mode is Mode.LOCAL else 300_000,
         )
         self.consumer.subscribe([settings.topic(t) for t in topic_names], listener=_Revoked(self))
         self._producer: KafkaProducer | None = None
