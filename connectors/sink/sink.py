@@ -96,7 +96,9 @@ class Sink:
 
     def poll(self, timeout_ms: int = 200) -> int:
         """Read what is there (up to one poll), flush when the batch is due; returns records read."""
-        got = self.consumer.poll(timeout_ms=timeout_ms)
+        # no more than the batch has room for: an insert holds at most sink_batch_rows rows
+        room = max(1, min(10_000, self.settings.sink_batch_rows - self._buffered))
+        got = self.consumer.poll(timeout_ms=timeout_ms, max_records=room)
         n = 0
         with self._lock:
             for tp, messages in got.items():
@@ -116,7 +118,7 @@ class Sink:
         try:
             if value is None:
                 raise DecodeError("the record has no value")
-            kind, record = self._codec.decode(value)
+            kind, record = self._codec.decode(value, ms_times=True)
         except DecodeError as exc:
             self._dead_letter(topic, partition, offset, value or b"", str(exc))
             return

@@ -1,5 +1,8 @@
 """From a decoded record to a table row: one table per event kind (see migrations/0001_initial.sql).
 
+Records come from ``Codec.decode(..., ms_times=True)``: timestamps are epoch milliseconds, written
+as epoch seconds (both engines take integers for DateTime, and no datetime objects are made).
+
 Only the pseudonymous ``person_key`` and the nationality of a person reach a table; names, document
 numbers and dates of birth stay on the topics, which officers reach through the feed by role.
 """
@@ -27,8 +30,13 @@ def _ident(i: dict[str, Any] | None) -> tuple[Any, Any]:
     return (i["person_key"], i["nationality"]) if i else (None, None)
 
 
+def _s(ms: int | None) -> int | None:
+    """Epoch seconds for a DateTime column, from the epoch milliseconds the sink decodes."""
+    return None if ms is None else ms // 1000
+
+
 def _common(r: dict[str, Any]) -> Row:
-    return r["event_id"], r["occurred_at"], r["reported_at"]
+    return r["event_id"], r["occurred_at"] // 1000, r["reported_at"] // 1000
 
 
 def _hotel(r: dict[str, Any]) -> Row:
@@ -139,8 +147,8 @@ def _alert(r: dict[str, Any]) -> Row:
         s.get("establishment_id"),
         s.get("sponsor_id"),
         s.get("checkpoint_id"),
-        r.get("window_start"),
-        r.get("window_end"),
+        _s(r.get("window_start")),
+        _s(r.get("window_end")),
         [e["name"] for e in r["evidence"]],
         [e["value"] for e in r["evidence"]],
         list(r["reasons"]),
