@@ -321,5 +321,52 @@ def db_migrate() -> None:
         click.echo(f"{store.target}: up to date")
 
 
+def _report_date(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", ctx, param) from None
+
+
+@main.command()
+@click.argument("name")
+@click.option("--from", "date_from", metavar="YYYY-MM-DD", callback=_report_date, help="First local (WIB) day.")
+@click.option("--to", "date_to", metavar="YYYY-MM-DD", callback=_report_date, help="Last local (WIB) day, inclusive.")
+@click.option("--office", default=None, help="Only this immigration office, e.g. KANIM-BATAM.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def report(name: str, date_from: object, date_to: object, office: str | None, fmt: str) -> None:
+    """Run report NAME on ClickHouse: hotel-compliance, overstays, tppo-screening, tppo-indicators,
+    sponsor-compliance, alert-funnel (definitions: connectors/sink/reports.py)."""
+    from datetime import date
+
+    from connectors.sink.migrate import migrate
+    from connectors.sink.reports import ReportError, get_report, render, run_report
+    from connectors.sink.store import StoreError, open_store
+
+    first = date_from if isinstance(date_from, date) else None  # the callback gave a date or None
+    last = date_to if isinstance(date_to, date) else None
+    try:
+        get_report(name)
+        if first is not None and last is not None and first > last:
+            raise ReportError(f"--from {first} is after --to {last}")
+    except ReportError as exc:
+        raise _fail(exc) from None
+    settings = _settings()
+    try:
+        store = open_store(settings)
+        try:
+            migrate(store)
+            result = run_report(store, name, date_from=first, date_to=last, office=office)
+        finally:
+            store.close()
+    except (ReportError, StoreError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    click.echo(render(result, fmt), nl=False)
+
+
 if __name__ == "__main__":  # keep last: every command must be registered before main() runs
     sys.exit(main())
