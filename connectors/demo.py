@@ -173,8 +173,9 @@ def run_sink_demo(settings: Settings, say: Callable[[str], object] = print) -> d
     import time
 
     from connectors.sink.migrate import migrate
+    from connectors.sink.reports import format_table, run_report
     from connectors.sink.sink import TABLES_BY_NAME, Sink
-    from connectors.sink.store import open_store
+    from connectors.sink.store import Result, open_store
 
     store = open_store(settings)
     try:
@@ -194,6 +195,12 @@ def run_sink_demo(settings: Settings, say: Callable[[str], object] = print) -> d
         for name in TABLES_BY_NAME:
             counts[name] = int(store.query(f"SELECT count() FROM {db}.{name} FINAL").rows[0][0])
             say(f"  {name:<22} {counts[name]:>7}")
+        for name, rows in (("overstays", 8), ("hotel-compliance", 8), ("alert-funnel", 14)):
+            result = run_report(store, name, date_from=None, date_to=None, office=None)
+            shown = Result(result.columns, result.rows[:rows])
+            more = f" (first {rows} of {len(result.rows)})" if len(result.rows) > rows else ""
+            say(f"\n`pora report {name}`{more}:")
+            say(format_table(shown))
         return counts
     finally:
         store.close()
