@@ -46,8 +46,10 @@ class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
         self._sink = sink
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        # write what was read from them while we still own them, so their offsets can be committed
-        self._sink.flush()
+        # Write what was read while we still own the partitions, so their offsets can be committed.
+        # One try only: retrying would poll inside the rebalance. If ClickHouse is away, forget the
+        # batch uncommitted; the partitions' next owner reads it again.
+        self._sink.flush(retry=False)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         pass
@@ -138,8 +140,9 @@ class Sink:
 
     # ------------------------------------------------------------------ writing
 
-    def flush(self) -> None:
-        """Write the batch to ClickHouse (retrying until it is acknowledged), then commit its offsets."""
+    def flush(self, *, retry: bool = True) -> None:
+        """Write the batch to ClickHouse (retrying until it is acknowledged), then commit its offsets.
+        ``retry=False``: on a refusal, drop the batch without committing (it will be read again)."""
         with self._lock:
             if not self._offsets:
                 return
@@ -152,6 +155,10 @@ class Sink:
                 try:
                     self.store.insert(table, columns, pending[table])
                 except StoreError as exc:
+                    if not retry:
+                        log.warning("batch of %d rows left uncommitted on rebalance: %s", self._buffered, exc)
+                        self._reset()
+                        return
                     self.stats.retries += 1
                     metrics.SINK_RETRIES.inc()
                     log.warning("ClickHouse did not take the batch (retrying in %.1f s): %s", delay, exc)
@@ -172,12 +179,15 @@ class Sink:
                 log.warning(
                     "commit of %d partition offsets failed (the rows will be read again): %s", len(offsets), exc
                 )
-            self._rows.clear()
-            self._offsets.clear()
-            self._buffered = 0
-            self._oldest = None
+            self._reset()
             self.stats.batches += 1
             metrics.SINK_BATCHES.inc()
+
+    def _reset(self) -> None:
+        self._rows.clear()
+        self._offsets.clear()
+        self._buffered = 0
+        self._oldest = None
 
     def _hold(self, seconds: float) -> None:
         """Wait while staying in the consumer group, reading nothing."""
