@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo up down status test unit integration lint typecheck bench bench-gateway bench-detectors clean
+.PHONY: help venv demo up down status test unit integration lint typecheck bench bench-gateway bench-detectors bench-sink clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,13 +46,16 @@ integration: $(STAMP) ## integration tests (starts a Tansu broker for the sessio
 test: $(STAMP) lint typecheck ## lint, type-check, then every test (unit and integration)
 	$(BIN)/pytest
 
-bench: bench-gateway bench-detectors ## all benchmarks (print figures, write bench-results/)
+bench: bench-gateway bench-detectors bench-sink ## all benchmarks (print figures, write bench-results/)
 
 bench-gateway: $(STAMP) ## gateway ingestion vs the raw producer on the same broker
 	$(BIN)/python -m tests.bench.bench_gateway
 
 bench-detectors: $(STAMP) ## detector worker vs bare faust vs raw aiokafka; alert latency at 2,000 events/s
 	$(BIN)/python -m tests.bench.bench_detectors
+
+bench-sink: $(STAMP) ## sink Kafka -> ClickHouse server vs a raw clickhouse-driver insert; chdb write stage
+	$(BIN)/python -m tests.bench.bench_sink
 
 clean: ## remove the environment and local state
 	-$(BIN)/pora down 2>/dev/null

@@ -2,7 +2,8 @@
 
 Every test below this directory is marked ``integration`` automatically. Topics are never
 deleted (the broker's memory storage goes with it at the end of the session); tests stay
-independent through a unique topic prefix each.
+independent through a unique topic prefix each. ClickHouse likewise: one server (started the
+first time a test asks for it) and one chdb directory per session, a fresh database per test.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.localstack import create_topics, free_port, running_broker
 from streams.topics import TOPICS
+
+if TYPE_CHECKING:
+    from connectors.sink.localserver import ClickHouseServer
+    from connectors.sink.store import ChdbStore, ServerStore
 
 TEST_PARTITIONS = 3
 _HERE = Path(__file__).resolve().parent
@@ -252,3 +257,56 @@ def gateway(
     gw = RunningGateway(settings, write_keys(settings.keys_file)).start()
     yield gw
     gw.stop()
+
+
+# ---------------------------------------------------------------- ClickHouse: the server and chdb
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    """A ClickHouse server (the Debian package's binary) on a free port for this session; its data
+    in a temporary directory. A missing binary fails the test: `.ci/run` installs clickhouse-server.
+    Tests that stop or kill it start it again (same port, same data) before they end."""
+    from connectors.sink.localserver import ClickHouseServer, ClickHouseServerError, server_command
+
+    try:
+        server_command()
+    except ClickHouseServerError as exc:
+        pytest.fail(f"{exc}. The sink's integration tests need a real ClickHouse server.", pytrace=False)
+    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clickhouse_database() -> str:
+    """A database name unique to the test (created by the migration, never shared)."""
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def server_store(clickhouse_server: ClickHouseServer, clickhouse_database: str) -> Iterator[ServerStore]:
+    """A store on the session's server, on the test's own database (not yet migrated)."""
+    from connectors.sink.store import ServerStore
+
+    store = ServerStore(clickhouse_server.host, clickhouse_server.port, clickhouse_database)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's chdb directory. chdb runs one embedded server per process and refuses a
+    second path while a session is open (several sessions on one path are fine), so every test
+    uses this one, each on its own database."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def chdb_store(chdb_path: Path, clickhouse_database: str) -> Iterator[ChdbStore]:
+    """Embedded chdb on the session's directory and the test's own database (not yet migrated)."""
+    from connectors.sink.store import ChdbStore
+
+    store = ChdbStore(chdb_path, clickhouse_database)
+    yield store
+    store.close()
