@@ -368,5 +368,62 @@ def report(name: str, date_from: object, date_to: object, office: str | None, fm
     click.echo(render(result, fmt), nl=False)
 
 
+@main.command()
+def feed() -> None:
+    """Run the supervisor feed (web app, API, live stream) at PORA_FEED_HOST:PORA_FEED_PORT."""
+    from connectors.feed.app import run_feed
+    from streams.settings import Mode
+
+    settings = _settings()
+    if settings.mode is Mode.LOCAL:
+        from connectors.feed.users import ensure_demo_users
+
+        passwords = ensure_demo_users(settings.users_file, settings.state_dir / "demo-users.json")
+        click.echo(f"demo users ({settings.state_dir / 'demo-users.json'}): " + ", ".join(sorted(passwords)))
+    click.echo(f"feed: http://{settings.feed_host}:{settings.feed_port}/ (alerts from {settings.kafka_bootstrap})")
+    run_feed(settings)
+
+
+@main.group()
+def users() -> None:
+    """Feed users (PORA_FEED_USERS_FILE)."""
+
+
+@users.command("add")
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["admin", "supervisor", "agency"]), required=True)
+@click.option("--office", "offices", multiple=True, help="An office the user works for (repeat).")
+@click.option("--rule", "rules", multiple=True, help="Agency members: a rule they may see (repeat).")
+@click.option("--token/--no-token", default=False, help="Also make an API token.")
+def users_add(name: str, role: str, offices: tuple[str, ...], rules: tuple[str, ...], token: bool) -> None:
+    """Add or replace a user; prints the generated password (and token) once."""
+    import secrets
+
+    from connectors.feed.users import User, UserStore, hash_password, token_hash
+
+    settings = _settings()
+    store = UserStore.load(settings.users_file)
+    password = secrets.token_urlsafe(12)
+    api_token = secrets.token_urlsafe(24) if token else ""
+    try:
+        store.add(
+            User(
+                name,
+                role,
+                frozenset(offices),
+                frozenset(rules),
+                hash_password(password),
+                token_hash(api_token) if api_token else "",
+            )
+        )
+    except ValueError as exc:
+        raise _fail(exc) from None
+    store.save(settings.users_file)
+    click.echo(f"user {name} ({role}) saved in {settings.users_file}")
+    click.echo(f"password: {password}")
+    if api_token:
+        click.echo(f"API token: {api_token}")
+
+
 if __name__ == "__main__":  # keep last: every command must be registered before main() runs
     sys.exit(main())

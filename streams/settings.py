@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = Field(default=1.0, gt=0, description="age of the oldest unwritten row, at most")
     sink_retry_max_seconds: float = Field(default=30.0, gt=0, description="longest wait between insert retries")
 
+    # Supervisor feed
+    feed_host: str = "127.0.0.1"
+    feed_port: int = 8090
+    feed_users_file: Path | None = Field(
+        default=None, description="feed users (TOML, hashes only); local mode defaults to <state_dir>/users.toml"
+    )
+    feed_secret: SecretStr | None = Field(default=None, description="signs session cookies and CSRF tokens")
+    feed_session_hours: float = 12.0
+
     # Pseudonymisation: keyed hash of (nationality, document number, date of birth)
     person_key_secret: SecretStr | None = None
 
@@ -91,6 +100,10 @@ class Settings(BaseSettings):
                 missing.append("PORA_PERSON_KEY_SECRET (the local default is not allowed)")
             if self.gateway_keys_file is None:
                 missing.append("PORA_GATEWAY_KEYS_FILE")
+            if self.feed_secret is None or len(self.feed_secret.get_secret_value()) < 32:
+                missing.append("PORA_FEED_SECRET (32 characters or more)")
+            if self.feed_users_file is None:
+                missing.append("PORA_FEED_USERS_FILE")
             if not self.clickhouse_url.startswith("clickhouse://"):
                 missing.append("PORA_CLICKHOUSE_URL (clickhouse://host:port; embedded chdb is for the local stack)")
             elif self.clickhouse_password is None or not self.clickhouse_password.get_secret_value():
@@ -104,6 +117,16 @@ class Settings(BaseSettings):
         if self.person_key_secret is not None and self.person_key_secret.get_secret_value():
             return self.person_key_secret.get_secret_value().encode()
         return LOCAL_PERSON_KEY_SECRET.encode()
+
+    @property
+    def users_file(self) -> Path:
+        return self.feed_users_file or self.state_dir / "users.toml"
+
+    @property
+    def feed_key(self) -> bytes:
+        if self.feed_secret is not None and self.feed_secret.get_secret_value():
+            return self.feed_secret.get_secret_value().encode()
+        return b"pora-local-feed-secret-not-for-production"
 
     @property
     def keys_file(self) -> Path:

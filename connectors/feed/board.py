@@ -1,0 +1,191 @@
+"""The alerts as the feed shows them: the latest state of each alert, its history and its triage,
+kept from the ``alerts`` and ``alerts.actions`` topics, with live subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.feed.users import User
+
+SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+TPPO_DISPOSITIONS = ("CLEARED", "DELAYED_FOR_INTERVIEW", "REFERRED")
+DISPOSITIONS = ("CONFIRMED", "FALSE_POSITIVE", *TPPO_DISPOSITIONS)
+
+
+@dataclass
+class Alert:
+    alert_id: str
+    record: dict[str, Any]  # the latest alert record
+    first_at: int  # occurred_at (ms) of the first record: when it was raised, in event time
+    first_seen: int  # reported_at (ms) of the first record: when the detectors emitted it
+    history: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def office(self) -> str:
+        return str(self.record["office"])
+
+    @property
+    def rule_id(self) -> str:
+        return str(self.record["rule_id"])
+
+    @property
+    def triage(self) -> str:
+        """OPEN, ACKNOWLEDGED, ASSIGNED or RESOLVED, from the latest actions (REOPEN opens again)."""
+        state = "OPEN"
+        for a in self.actions:
+            kind = a["action"]
+            if kind == "RESOLVE":
+                state = "RESOLVED"
+            elif kind == "REOPEN":
+                state = "OPEN"
+            elif kind == "ASSIGN" and state != "RESOLVED":
+                state = "ASSIGNED"
+            elif kind == "ACKNOWLEDGE" and state == "OPEN":
+                state = "ACKNOWLEDGED"
+        return state
+
+    def view(self, user: User, *, detail: bool = False) -> dict[str, Any]:
+        r = self.record
+        subject = {k: v for k, v in r["subject"].items() if v is not None}
+        if not user.sees_people:
+            subject.pop("person_key", None)
+        out: dict[str, Any] = {
+            "alert_id": self.alert_id,
+            "rule_id": r["rule_id"],
+            "rule_version": r["rule_version"],
+            "status": r["status"],
+            "severity": r["severity"],
+            "office": r["office"],
+            "subject": subject,
+            "raised_at": self.first_at,
+            "emitted_at": self.first_seen,
+            "updated_at": int(r["reported_at"]),
+            "triage": self.triage,
+            "reasons": list(r["reasons"]),
+        }
+        if detail:
+            out["evidence"] = [
+                {k: v for k, v in e.items() if v is not None}
+                for e in r["evidence"]
+                if user.sees_people or e["name"] != "person_key"
+            ]
+            out["history"] = [
+                {"status": h["status"], "severity": h["severity"], "at": int(h["occurred_at"]), "reasons": h["reasons"]}
+                for h in self.history
+            ]
+            out["actions"] = [
+                {
+                    k: a[k]
+                    for k in ("event_id", "action", "actor", "actor_role", "assignee", "disposition", "comment")
+                    if a.get(k) is not None
+                }
+                | {"at": int(a["occurred_at"])}
+                for a in self.actions
+            ]
+        return out
+
+
+@dataclass(frozen=True)
+class Filters:
+    office: str | None = None
+    rule: str | None = None
+    severity: str | None = None
+    status: str | None = None  # RAISED / AMENDED / WITHDRAWN, or a triage state
+    since: int | None = None  # raised at or after (ms)
+    until: int | None = None
+
+    def match(self, a: Alert) -> bool:
+        r = a.record
+        if self.office and r["office"] != self.office:
+            return False
+        if self.rule and r["rule_id"] != self.rule:
+            return False
+        if self.severity and r["severity"] != self.severity:
+            return False
+        if self.status and self.status not in (r["status"], a.triage):
+            return False
+        if self.since is not None and a.first_at < self.since:
+            return False
+        return not (self.until is not None and a.first_at > self.until)
+
+
+class AlertBoard:
+    def __init__(self, max_queue: int = 1000) -> None:
+        self.alerts: dict[str, Alert] = {}
+        self._seen: set[str] = set()  # record ids applied (alerts and actions), so redelivery is harmless
+        self._subscribers: set[asyncio.Queue[Alert | None]] = set()
+        self._max_queue = max_queue
+        self._orphans: dict[str, list[dict[str, Any]]] = {}  # actions read before their alert
+
+    def apply_alert(self, record: dict[str, Any]) -> Alert | None:
+        if record["event_id"] in self._seen:
+            return None
+        self._seen.add(record["event_id"])
+        aid = record["alert_id"]
+        alert = self.alerts.get(aid)
+        if alert is None:
+            alert = self.alerts[aid] = Alert(aid, record, int(record["occurred_at"]), int(record["reported_at"]))
+            alert.actions.extend(self._orphans.pop(aid, []))
+        else:
+            alert.record = record
+        alert.history.append(record)
+        self._notify(alert)
+        return alert
+
+    def apply_action(self, record: dict[str, Any]) -> Alert | None:
+        if record["event_id"] in self._seen:
+            return None
+        self._seen.add(record["event_id"])
+        alert = self.alerts.get(record["alert_id"])
+        if alert is None:  # the two topics are read side by side: its alert comes later
+            self._orphans.setdefault(record["alert_id"], []).append(record)
+            return None
+        alert.actions.append(record)
+        self._notify(alert)
+        return alert
+
+    def visible(self, user: User, filters: Filters = Filters()) -> list[Alert]:
+        found = [a for a in self.alerts.values() if user.sees(a.office, a.rule_id) and filters.match(a)]
+        found.sort(key=lambda a: (a.first_seen, a.alert_id), reverse=True)
+        return found
+
+    def counts(self, user: User, filters: Filters = Filters()) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in self.visible(user, filters):
+            out[a.rule_id] = out.get(a.rule_id, 0) + 1
+        return dict(sorted(out.items()))
+
+    def per_day(self, alerts: Iterable[Alert]) -> dict[str, int]:
+        from datetime import UTC, datetime, timedelta
+
+        wib = timedelta(hours=7)
+        out: dict[str, int] = {}
+        for a in alerts:
+            day = (datetime.fromtimestamp(a.first_at / 1000, UTC) + wib).date().isoformat()
+            out[day] = out.get(day, 0) + 1
+        return dict(sorted(out.items()))
+
+    # ------------------------------------------------------------------ live
+
+    def subscribe(self) -> asyncio.Queue[Alert | None]:
+        q: asyncio.Queue[Alert | None] = asyncio.Queue(self._max_queue)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Alert | None]) -> None:
+        self._subscribers.discard(q)
+
+    def _notify(self, alert: Alert) -> None:
+        for q in list(self._subscribers):
+            try:
+                q.put_nowait(alert)
+            except asyncio.QueueFull:  # a client that does not read: tell it to reload, then drop it
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+                q.put_nowait(None)
+                self._subscribers.discard(q)
