@@ -52,6 +52,9 @@ SESSIONS = web.AppKey("sessions", Sessions)
 SETTINGS = web.AppKey("settings", Settings)
 PUBLISHER = web.AppKey("publisher", Publisher)
 HISTORY = web.AppKey("history", object)
+USER = web.RequestKey("user", object)  # the User, or None before log-in
+NONCE = web.RequestKey("nonce", str)  # the session's nonce (CSRF tokens derive from it)
+BEARER = web.RequestKey("bearer", bool)  # authenticated by an API token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -89,20 +92,20 @@ PUBLIC = ("/login", "/healthz", "/static/", "/openapi.json")
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request["user"], request["nonce"] = None, ""
+    request[USER], request[NONCE], request[BEARER] = None, "", False
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
         user = request.app[USERS].by_token(auth[7:].strip())
         if user is None:
             raise Problem(401, "the bearer token is not valid")
-        request["user"], request["bearer"] = user, True
+        request[USER], request[BEARER] = user, True
     else:
         found = request.app[SESSIONS].verify(request.cookies.get(COOKIE, ""))
         if found is not None:
             user = request.app[USERS].users.get(found[0])
             if user is not None:
-                request["user"], request["nonce"] = user, found[1]
-    if request["user"] is None and not request.path.startswith(PUBLIC):
+                request[USER], request[NONCE] = user, found[1]
+    if request[USER] is None and not request.path.startswith(PUBLIC):
         if request.path.startswith(("/api/", "/stream")):
             raise Problem(401, "log in (session cookie) or send 'Authorization: Bearer <token>'")
         raise web.HTTPSeeOther("/login")
@@ -110,19 +113,19 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def _user(request: web.Request) -> User:
-    user = request["user"]
+    user = request[USER]
     assert isinstance(user, User)
     return user
 
 
 def _csrf(request: web.Request) -> str:
-    return request.app[SESSIONS].csrf(request["nonce"]) if request["nonce"] else ""
+    return request.app[SESSIONS].csrf(request[NONCE]) if request[NONCE] else ""
 
 
 def _check_csrf(request: web.Request, token: str | None) -> None:
-    if request.get("bearer"):
+    if request[BEARER]:
         return  # token clients are not browsers: no ambient credentials to forge
-    if not request.app[SESSIONS].check_csrf(request["nonce"], token):
+    if not request.app[SESSIONS].check_csrf(request[NONCE], token):
         raise Problem(403, "missing or wrong CSRF token: reload the page", "csrf")
 
 
@@ -383,7 +386,8 @@ async def _act(request: web.Request, fields: dict[str, str]) -> dict[str, Any]:
 
 async def _dead_letter(request: web.Request, raw: bytes, field: str, problem: str) -> None:
     now = int(time.time() * 1000)
-    user = request["user"]
+    user = request[USER]
+    assert user is None or isinstance(user, User)
     record = {
         "event_id": f"dl-feed-{uuid.uuid4().hex}",
         "occurred_at": now,
