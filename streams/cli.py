@@ -56,7 +56,7 @@ def status() -> None:
     from streams import localstack, stack
 
     s = _settings()
-    for name in (stack.BROKER, stack.GATEWAY, stack.WORKER):
+    for name in (stack.BROKER, stack.GATEWAY, stack.WORKER, stack.FEED):
         pid = localstack.read_pid(s.state_dir, name)
         state = "running" if pid is not None and localstack.is_running(pid) else "stopped"
         click.echo(f"{name:<9} {state}" + (f" (pid {pid})" if pid and state == "running" else ""))
@@ -255,8 +255,20 @@ def demo() -> None:
     run_demo(s, say=click.echo)
     sim_settings = run_detector_demo(s, say=click.echo)
     run_sink_demo(sim_settings, say=click.echo)
+    try:
+        url = stack.start_feed(sim_settings, say=click.echo, restart=True)
+    except localstack.StackError as exc:
+        raise _fail(exc) from None
+    import json
+
+    passwords = json.loads((s.state_dir / "demo-users.json").read_text())
     click.echo(
-        "\nThe stack keeps running: `pora tail alerts`, `pora tail dead-letters`, `pora status`, `pora down` to stop."
+        f"\nThe supervisor feed runs on the simulated data: {url}\n"
+        f"  log in as supervisor-batam / {passwords['supervisor-batam']} (office KANIM-BATAM); "
+        f"other demo users (admin, supervisor-medan, polda-kepri) in {s.state_dir / 'demo-users.json'}"
+    )
+    click.echo(
+        "\nThe stack keeps running: `pora tail alerts`, `pora report overstays`, `pora status`, `pora down` to stop."
     )
 
 

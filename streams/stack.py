@@ -20,7 +20,7 @@ from streams import localstack
 from streams.settings import Mode, Settings
 from streams.topics import TOPICS
 
-BROKER, GATEWAY, WORKER = "broker", "gateway", "worker"
+BROKER, GATEWAY, WORKER, FEED = "broker", "gateway", "worker", "feed"
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ def _gateway_url(settings: Settings) -> str:
     return f"http://{settings.gateway_host}:{settings.gateway_port}"
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, path: str = "/readyz") -> bool:
     try:
-        with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+        with urllib.request.urlopen(url + path, timeout=2) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -91,6 +91,8 @@ def _env(settings: Settings) -> dict[str, str]:
             "PORA_GATEWAY_PORT": str(settings.gateway_port),
             "PORA_GATEWAY_KEYS_FILE": str(settings.keys_file.resolve()),
             "PORA_TOPIC_PREFIX": settings.topic_prefix,
+            "PORA_FEED_HOST": settings.feed_host,
+            "PORA_FEED_PORT": str(settings.feed_port),
         }
     )
     return env
@@ -120,6 +122,7 @@ def up(settings: Settings, *, say: Callable[[str], object] = print) -> None:
     ensure_local_keys(settings)
     _start_gateway(settings, say)
     _start_worker(settings, say)
+    start_feed(settings, say)
 
 
 def _spawn(settings: Settings, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -186,8 +189,40 @@ def _start_worker(settings: Settings, say: Callable[[str], object]) -> None:
     raise localstack.StackError(f"the detector worker did not become ready within 60 s; see {log_path}")
 
 
+def start_feed(settings: Settings, say: Callable[[str], object], *, restart: bool = False) -> str:
+    """The supervisor feed on ``settings``' topics; ``restart``: replace a running one (the demo
+    points it at the simulation's topics). Returns its address."""
+    from connectors.feed.users import ensure_demo_users
+
+    state = settings.state_dir
+    url = f"http://{settings.feed_host}:{settings.feed_port}/"
+    pid = localstack.read_pid(state, FEED)
+    if pid is not None and localstack.is_running(pid):
+        if not restart:
+            say(f"feed      already running (pid {pid}) at {url}")
+            return url
+        localstack.stop_process(pid)
+        localstack.remove_pid(state, FEED)
+    if not localstack.port_free(settings.feed_host, settings.feed_port):
+        raise localstack.PortInUseError(
+            f"port {settings.feed_port} on {settings.feed_host} is already in use: "
+            "stop what holds it or set PORA_FEED_PORT"
+        )
+    ensure_demo_users(settings.users_file, state / "demo-users.json")
+    proc = _spawn(settings, FEED, ["feed"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise _exited(settings, FEED)
+        if _ready(url, "healthz"):
+            say(f"feed      started (pid {proc.pid}) at {url}, log {state / 'feed.log'}")
+            return url
+        time.sleep(0.2)
+    raise localstack.StackError(f"the feed did not become ready within 60 s; see {state / 'feed.log'}")
+
+
 def down(settings: Settings, *, say: Callable[[str], object] = print) -> None:
-    for name in (WORKER, GATEWAY, BROKER):
+    for name in (FEED, WORKER, GATEWAY, BROKER):
         pid = localstack.read_pid(settings.state_dir, name)
         if pid is None:
             say(f"{name:<9} not running")
