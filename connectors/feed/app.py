@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from connectors.feed import pages
-from connectors.feed.board import DISPOSITIONS, SEVERITIES, TPPO_DISPOSITIONS, Alert, AlertBoard, Filters
+from connectors.feed.board import DISPOSITIONS, RULE_IDS, SEVERITIES, TPPO_DISPOSITIONS, Alert, AlertBoard, Filters
 from connectors.feed.sessions import Sessions
 from connectors.feed.users import User, UserStore
 from connectors.gateway.publisher import KafkaPublisher, OutRecord, Publisher
@@ -208,8 +208,8 @@ async def index(request: web.Request) -> web.Response:
         board.counts(user, filters),
         board.per_day(found),
         filters,
-        sorted({a.office for a in scope}),
-        sorted({a.rule_id for a in scope}),
+        sorted({a.office for a in scope} | (set() if user.role == "admin" else set(user.offices))),
+        sorted({a.rule_id for a in scope} | (set(user.rules) if user.role == "agency" else set(RULE_IDS))),
         len(shown),
     )
     return web.Response(text=page, content_type="text/html")
@@ -518,7 +518,11 @@ def build_feed(
                 await task
         await app[PUBLISHER].stop()
 
+    async def close_streams(app: web.Application) -> None:
+        app[BOARD].close_streams()  # else open event streams hold the shutdown for its whole timeout
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_streams)
     return app
 
 

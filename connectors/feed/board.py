@@ -12,6 +12,20 @@ from typing import Any
 from connectors.feed.users import User
 
 SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+RULE_IDS = (  # streams/detect/RULES.md
+    "overstay",
+    "overstay.at_exit",
+    "permit.expiring",
+    "overstay.located",
+    "tppo.screening",
+    "report.late",
+    "report.missing",
+    "report.checkout_missing",
+    "establishment.silent",
+    "sponsor.overdue",
+    "sponsor.roster_mismatch",
+    "whereabouts.unknown",
+)
 TPPO_DISPOSITIONS = ("CLEARED", "DELAYED_FOR_INTERVIEW", "REFERRED")
 DISPOSITIONS = ("CONFIRMED", "FALSE_POSITIVE", *TPPO_DISPOSITIONS)
 
@@ -179,6 +193,13 @@ class AlertBoard:
 
     def unsubscribe(self, q: asyncio.Queue[Alert | None]) -> None:
         self._subscribers.discard(q)
+
+    def close_streams(self) -> None:
+        """Ask every live client to go (they reconnect to whichever feed serves them next)."""
+        for q in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)
+        self._subscribers.clear()
 
     def _notify(self, alert: Alert) -> None:
         for q in list(self._subscribers):
