@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo up down status test unit integration lint typecheck bench bench-gateway bench-detectors bench-sink clean
+.PHONY: help venv demo up down status test unit integration browser lint typecheck bench bench-gateway bench-detectors bench-sink clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,7 +43,10 @@ unit: $(STAMP) ## unit tests only (no services)
 integration: $(STAMP) ## integration tests (starts a Tansu broker for the session)
 	$(BIN)/pytest tests/integration
 
-test: $(STAMP) lint typecheck ## lint, type-check, then every test (unit and integration)
+browser: $(STAMP) ## browser tests (headless /usr/bin/chromium via Playwright; screenshots in test-results/)
+	$(BIN)/pytest -m browser
+
+test: $(STAMP) lint typecheck ## lint, type-check, then every test (unit, integration, browser)
 	$(BIN)/pytest
 
 bench: bench-gateway bench-detectors bench-sink ## all benchmarks (print figures, write bench-results/)

@@ -24,7 +24,7 @@ from connectors.sink.migrate import migrate
 from connectors.sink.sink import Sink
 from connectors.sink.store import ServerStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path("test-results/screenshots")
