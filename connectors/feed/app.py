@@ -52,6 +52,7 @@ SESSIONS = web.AppKey("sessions", Sessions)
 SETTINGS = web.AppKey("settings", Settings)
 PUBLISHER = web.AppKey("publisher", Publisher)
 HISTORY = web.AppKey("history", object)
+FAILURES = web.AppKey("failures", dict)  # user name -> monotonic times of recent failed log-ins
 USER = web.RequestKey("user", object)  # the User, or None before log-in
 NONCE = web.RequestKey("nonce", str)  # the session's nonce (CSRF tokens derive from it)
 BEARER = web.RequestKey("bearer", bool)  # authenticated by an API token
@@ -167,13 +168,25 @@ async def login_form(request: web.Request) -> web.Response:
     return web.Response(text=pages.login_page(), content_type="text/html")
 
 
+LOCKOUT_FAILURES, LOCKOUT_SECONDS = 10, 900
+
+
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
     name, password = str(form.get("name", "")), str(form.get("password", ""))
+    failures = request.app[FAILURES]
+    now = time.monotonic()
+    recent = [t for t in failures.get(name, []) if now - t < LOCKOUT_SECONDS]
+    if len(recent) >= LOCKOUT_FAILURES:  # guessing: this name waits, whoever asks
+        log.warning("log-in for %r refused: %d failures in %d s", name, len(recent), LOCKOUT_SECONDS)
+        text = pages.login_page(f"Too many failed log-ins for this user: try again in {LOCKOUT_SECONDS // 60} minutes.")
+        return web.Response(status=429, text=text, content_type="text/html", headers={"Retry-After": "900"})
     user = await asyncio.get_running_loop().run_in_executor(None, request.app[USERS].login, name, password)
     if user is None:
+        failures[name] = [*recent, now]
         log.warning("failed log-in for %r from %s", name, request.remote)
         return web.Response(status=401, text=pages.login_page("Wrong user or password."), content_type="text/html")
+    failures.pop(name, None)
     response = web.HTTPSeeOther("/")
     settings = request.app[SETTINGS]
     response.set_cookie(
@@ -489,6 +502,7 @@ def build_feed(
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher or KafkaPublisher(settings.kafka_bootstrap, client_id="pora-feed")
     app[HISTORY] = history if history is not None else person_history(settings)
+    app[FAILURES] = {}
     app.add_routes(
         [
             web.get("/healthz", healthz),

@@ -255,3 +255,10 @@ def test_log_in_headers_and_anonymous_access(feed: FeedThread) -> None:
     assert cookie.name == "pora_session" and cookie.has_nonstandard_attr("HttpOnly")
     status, body, _ = c.request("/openapi.json")
     assert status == 200 and "/api/alerts/{alert_id}/actions" in json.loads(body)["paths"]
+
+    # guessing a password: after ten failures the name is locked for a while, even with the right one
+    guesser = Client(feed.url)
+    codes = [guesser.request("/login", f"name=sup-medan&password=guess{i}".encode())[0] for i in range(10)]
+    assert codes == [401] * 10
+    status, page, headers = guesser.request("/login", f"name=sup-medan&password={PASSWORD}".encode())
+    assert status == 429 and headers["Retry-After"] == "900" and b"Too many failed log-ins" in page
