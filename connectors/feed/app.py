@@ -522,9 +522,19 @@ def build_feed(
         ]
     )
 
+    async def keep_following() -> None:
+        while True:  # a broker outage ends the reader: start again (the board ignores what it has seen)
+            try:
+                await follow(settings, app[BOARD])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the alerts failed; again in 2 s")
+                await asyncio.sleep(2)
+
     async def lifecycle(app: web.Application) -> Any:
         await app[PUBLISHER].start()
-        task = asyncio.create_task(follow(settings, app[BOARD])) if follow_topics else None
+        task = asyncio.create_task(keep_following()) if follow_topics else None
         yield
         if task is not None:
             task.cancel()
