@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ROLES = ("admin", "supervisor", "agency")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # nothing that needs escaping in the TOML file
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -80,6 +82,12 @@ class UserStore:
         return store
 
     def add(self, user: User) -> None:
+        for what, value in (("name", user.name), *((f"office {o!r}", o) for o in user.offices)):
+            if not _NAME.match(value):
+                raise ValueError(f"user {user.name!r}: {what} may hold letters, digits and . _ @ - only")
+        for rule in user.rules:
+            if not _NAME.match(rule):
+                raise ValueError(f"user {user.name!r}: rule {rule!r} is not a rule id")
         if user.role not in ROLES:
             raise ValueError(f"user {user.name!r}: role {user.role!r} is not one of {', '.join(ROLES)}")
         if user.role != "admin" and not user.offices:

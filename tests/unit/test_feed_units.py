@@ -38,6 +38,8 @@ def test_user_store_round_trip_login_and_tokens(tmp_path: Path) -> None:
         (User("x", "boss"), "role 'boss'"),
         (User("x", "supervisor"), "needs at least one office"),
         (User("x", "agency", frozenset({"KANIM-BATAM"})), "needs the rules"),
+        (User('x"y', "admin"), "letters, digits"),
+        (User("x", "supervisor", frozenset({"KANIM BATAM"})), "office 'KANIM BATAM'"),
     ],
 )
 def test_bad_users_are_refused_with_the_reason(user: User, problem: str) -> None:
