@@ -147,15 +147,14 @@ def build_app(
             emitted.add(alert["event_id"])
             out.add(alerts_topic, alert["alert_id"].encode(), c.encode("alert", alert))
 
-    def send_entity_facts(detector: PersonDetector) -> None:
-        for key, fact in detector.facts:
+    def send_facts(topic: str, facts: list[tuple[bytes | None, dict[str, Any]]]) -> None:
+        for key, fact in facts:
             body = orjson.dumps(fact)
-            if key is None:  # a watermark: to every partition of the second stage
+            if key is None:  # a watermark: to every partition of the next stage
                 for q in range(partitions):
-                    out.add(entity_facts_topic, None, body, q)
+                    out.add(topic, None, body, q)
             else:
-                out.add(entity_facts_topic, key, body)
-        detector.facts.clear()
+                out.add(topic, key, body)
 
     def dead_letter(message: Any, raw: bytes, reason: str) -> None:
         record = _dead_letter(c, raw, message.topic, message.partition, message.offset, reason)
@@ -163,6 +162,23 @@ def build_app(
             return  # written before this worker (re)started and replayed the partition
         emitted.add(record["event_id"])
         out.add(dead_letters_topic, b"worker", c.encode("dead_letter", record))
+
+    def read_fact(message: Any, raw: bytes) -> dict[str, Any] | None:
+        """An internal (JSON) fact, or None after its dead letter."""
+        try:
+            fact: dict[str, Any] = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            dead_letter(message, raw, f"internal fact is not JSON: {exc}")
+            return None
+        return fact
+
+    def read_event(message: Any, raw: bytes) -> tuple[str, dict[str, Any]] | None:
+        """(kind, record) of an Avro event, or None after its dead letter."""
+        try:
+            return c.decode(raw)
+        except DecodeError as exc:
+            dead_letter(message, raw, str(exc))
+            return None
 
     @app.agent(person_inputs, name="person-rules", supervisor_strategy=CrashingSupervisor)
     async def person_rules(stream: faust.StreamT[bytes]) -> None:
@@ -176,23 +192,14 @@ def build_app(
             detector = detectors.get(p)
             if detector is None:
                 detector = detectors[p] = PersonDetector(rules, partition=p, sponsor_partitions=partitions)
-            raw = event.value
             if message.topic == person_facts_topic:
-                try:
-                    fact = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    dead_letter(message, raw, f"internal fact is not JSON: {exc}")
-                else:
+                if (fact := read_fact(message, event.value)) is not None:
                     send_alerts(detector.offer_roster(fact))
-            else:
-                try:
-                    kind, record = c.decode(raw)
-                except DecodeError as exc:
-                    dead_letter(message, raw, str(exc))
-                else:
-                    send_alerts(detector.offer(message.topic[len(prefix) :], kind, record))
+            elif (decoded := read_event(message, event.value)) is not None:
+                send_alerts(detector.offer(message.topic[len(prefix) :], *decoded))
             if detector.facts:
-                send_entity_facts(detector)
+                send_facts(entity_facts_topic, detector.facts)
+                detector.facts.clear()
             if out.full or drained():
                 await out.flush()
 
@@ -208,27 +215,12 @@ def build_app(
             if detector is None:
                 detector = entity_detectors[q] = EntityDetector(rules, partitions)
             if message.topic == entity_facts_topic:
-                try:
-                    fact = orjson.loads(event.value)
-                except orjson.JSONDecodeError as exc:
-                    dead_letter(message, event.value, f"internal fact is not JSON: {exc}")
-                else:
+                if (fact := read_fact(message, event.value)) is not None:
                     send_alerts(detector.offer_fact(fact))
-            else:
-                try:
-                    kind, record = c.decode(event.value)
-                except DecodeError as exc:
-                    dead_letter(message, event.value, str(exc))
-                else:
-                    send_alerts(detector.offer_report(kind, record))
-                    # roster entries to the people they name (whereabouts), ticks to every partition
-                    for key, fact in route_roster(q, kind, record):
-                        body = orjson.dumps(fact)
-                        if key is None:
-                            for p in range(partitions):
-                                out.add(person_facts_topic, None, body, p)
-                        else:
-                            out.add(person_facts_topic, key, body)
+            elif (decoded := read_event(message, event.value)) is not None:
+                send_alerts(detector.offer_report(*decoded))
+                # roster entries to the people they name (whereabouts), ticks to every partition
+                send_facts(person_facts_topic, route_roster(q, *decoded))
             if out.full or drained():
                 await out.flush()
 
