@@ -24,16 +24,16 @@ We never run ``playwright install`` (it downloads browsers): .ci/run installs De
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import threading
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright, sync_playwright
+
+from connectors.appthread import AppThread
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -133,12 +133,14 @@ def screenshots(request: pytest.FixtureRequest) -> Screenshot:
 
 @pytest.fixture
 def serve_app() -> Iterator[ServeApp]:
-    servers: list[_AppThread] = []
+    servers: list[AppThread] = []
 
     def serve(app: web.Application) -> str:
-        server = _AppThread(app)
+        server = AppThread(lambda: app, name="serve_app")
         servers.append(server)
-        return server.start()
+        url = server.start()
+        log.info("serving %s", url)
+        return url
 
     yield serve
     for server in reversed(servers):
@@ -155,37 +157,3 @@ def _screenshot_path(request: pytest.FixtureRequest, step: str) -> Path:
     directory = request.config.rootpath / SCREENSHOTS_DIR
     directory.mkdir(parents=True, exist_ok=True)
     return directory / f"{safe}.png"
-
-
-class _AppThread:
-    """An aiohttp app on 127.0.0.1:<free port>, in a thread with its own event loop.
-
-    Long-lived handlers (SSE, websockets) should end on the app's shutdown: wait on something
-    an ``app.on_shutdown`` callback sets, since stop() waits at most ``shutdown_timeout`` for them.
-    """
-
-    def __init__(self, app: web.Application, shutdown_timeout: float = 5.0) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
-        self.thread = threading.Thread(target=self.loop.run_forever, name="serve_app", daemon=True)
-
-    def start(self) -> str:
-        self.thread.start()
-        url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=30)
-        log.info("serving %s", url)
-        return url
-
-    async def _start(self) -> str:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=30)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=10)
-            self.loop.close()

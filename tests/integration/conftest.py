@@ -8,9 +8,7 @@ first time a test asks for it) and one chdb directory per session, a fresh datab
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -123,50 +121,26 @@ class RunningGateway:
         self.settings = settings
         self.keys = keys  # source id -> plain API key
         self.url = f"http://127.0.0.1:{settings.gateway_port}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: Any = None
 
     def start(self) -> RunningGateway:
-        from aiohttp import web
-
+        from connectors.appthread import AppThread
         from connectors.gateway.app import build_app
         from connectors.gateway.keys import KeyRing
 
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        async def serve() -> None:
-            app = build_app(self.settings, KeyRing.load(self.settings.keys_file))
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.settings.gateway_port).start()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(serve())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="gateway", daemon=True)
-        self._thread.start()
-        ready.wait(60)
-        if failure:
-            raise failure[0]
+        self._server = AppThread(
+            lambda: build_app(self.settings, KeyRing.load(self.settings.keys_file)),
+            "127.0.0.1",
+            self.settings.gateway_port,
+            name="gateway",
+            shutdown_timeout=30,
+        )
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._loop is None or self._runner is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(30)
+        if self._server is not None:
+            self._server.stop()
 
     def post(
         self,
