@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from streams import topics
@@ -17,26 +18,32 @@ from streams.reading import read_topic
 from streams.settings import Settings
 
 
-@contextmanager
-def detector_workers(settings: Settings, count: int = 1, *, settle_s: float | None = None) -> Iterator[None]:
-    """``count`` worker processes on the settings' topics; stopped (by pid) on exit."""
+def start_worker(settings: Settings, *, metrics_port: int = 0, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """One `pora worker` process on the settings' topics (its own session, so it can be killed
+    alone); ``metrics_port`` 0: no /metrics (several workers share the machine)."""
     env = {
         **os.environ,
         "PORA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "PORA_TOPIC_PREFIX": settings.topic_prefix,
         "PORA_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "PORA_WORKER_METRICS_PORT": str(metrics_port),
     }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+    command = [sys.executable, "-m", "streams.cli", "worker"]
+    if log_path is None:
+        out: Any = subprocess.DEVNULL
+        return subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
-        for _ in range(count)
-    ]
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+@contextmanager
+def detector_workers(settings: Settings, count: int = 1, *, settle_s: float | None = None) -> Iterator[None]:
+    """``count`` worker processes on the settings' topics; stopped (by pid) on exit."""
+    procs = [start_worker(settings) for _ in range(count)]
     try:
         # let the consumer group settle before input arrives (a join waits half the session timeout)
         time.sleep(settle_s if settle_s is not None else (8 if count > 1 else 3))

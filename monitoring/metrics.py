@@ -53,3 +53,62 @@ SINK_INSERT_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 SINK_PAUSED = Gauge("pora_sink_paused", "1 while the sink holds consumption because ClickHouse is unavailable.")
+SINK_BATCH_ROWS = Histogram(
+    "pora_sink_batch_rows",
+    "Rows per batch written to ClickHouse (all tables of one batch together).",
+    buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
+)
+
+# --- detector worker -------------------------------------------------------------------------
+WORKER_EVENTS = Counter(
+    "pora_worker_events_total",
+    "Input records the detector worker processed, by stage (person, entity) and topic.",
+    ["stage", "topic"],
+)
+ALERTS = Counter(
+    "pora_alerts_total",
+    "Alert records the detectors wrote, by rule and status (RAISED, AMENDED, WITHDRAWN). "
+    "A restarted worker's replay does not count the records it finds already written.",
+    ["rule_id", "status"],
+)
+EVENT_TO_ALERT_SECONDS = Histogram(
+    "pora_event_to_alert_seconds",
+    "Wall time from the gateway's receipt of the record that caused an alert (its reported_at) to "
+    "the alert's write, by rule. Replays of old records are not observed (see the worker).",
+    ["rule_id"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+WATERMARK_DELAY = Gauge(
+    "pora_worker_watermark_delay_seconds",
+    "Wall time minus the stage's event-time watermark, per input partition: how far the "
+    "detectors' notion of 'now' is behind the clock (grows when a partition stalls).",
+    ["stage", "partition"],
+)
+LATE_EVENTS = Counter(
+    "pora_worker_late_events_total",
+    "Events that arrived behind the watermark and were applied late (rules stay exact, the alert "
+    "is merely later), by stage.",
+    ["stage"],
+)
+WORKER_PARTITIONS = Gauge("pora_worker_partitions_assigned", "Input partitions this worker holds, by stage.", ["stage"])
+
+# --- consumer lag (every consuming service exports its own) ----------------------------------
+CONSUMER_LAG = Gauge(
+    "pora_consumer_lag_records",
+    "Records on a partition not yet processed by this consumer: the partition's high watermark as "
+    "seen in fetch responses (exact on Tansu, whose ListOffsets is low) minus the consumer's "
+    "position. ``source`` says where the end offset came from.",
+    ["group", "topic", "partition", "source"],
+)
+
+# --- supervisor feed -------------------------------------------------------------------------
+FEED_CONNECTED = Gauge("pora_feed_streams_open", "Live alert streams (browser tabs) open, by role.", ["role"])
+FEED_USERS_CONNECTED = Gauge("pora_feed_users_connected", "Distinct users with at least one live stream open.")
+FEED_ACTIONS = Counter(
+    "pora_feed_actions_total", "Triage actions written to alerts.actions, by action and role.", ["action", "role"]
+)
+FEED_ACTIONS_REJECTED = Counter(
+    "pora_feed_actions_rejected_total", "Triage actions refused (invalid, forbidden, stale), by reason.", ["reason"]
+)
+FEED_LOGINS = Counter("pora_feed_logins_total", "Log-in attempts, by outcome.", ["outcome"])
+FEED_ALERTS_HELD = Gauge("pora_feed_alerts_held", "Alerts on the feed's board, by triage state.", ["state"])

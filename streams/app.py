@@ -7,11 +7,13 @@ The entity stage reads the person stage's facts with `sponsor.reports` and route
 entry back to its person's partition. Alerts go to `alerts`, keyed by alert id; undecodable records
 go to the dead-letter topic and the worker goes on.
 
-State is rebuilt, not restored: the agents commit no offsets, so a worker that starts or takes
-over a partition reads it from the beginning and its detector reaches the same state. Alert
-records already on the `alerts` topic (read when the worker starts) are not sent again; the ids
-are deterministic, so a crash or a rebalance neither loses nor adds an alert. (With months of
-history a snapshot of the detector state would shorten this; the topics' retention bounds it.)
+State is rebuilt, not restored: the agents commit no offsets, so after every assignment (start,
+scale-out, a worker leaving) the consumer reads each partition it holds from the beginning, and the
+worker starts those detectors afresh so they reach the same state. Alert records already on the
+`alerts` topic (read again at every assignment, since another worker may have written them) are not
+sent again; the ids are deterministic, so a crash or a rebalance neither loses nor adds an alert.
+(With months of history a snapshot of the detector state would shorten this; the topics' retention
+bounds it.)
 
 Speed (see PERFORMANCE.md and `make bench-detectors`): faust's per-message loop is replaced by
 :mod:`streams.fastpath`, writes go through an :class:`Outbox` flushed when the input buffer runs
@@ -20,9 +22,11 @@ dry, and the agents do not yield per event.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -30,12 +34,14 @@ import orjson
 from mode.supervisors import CrashingSupervisor
 
 from connectors.gateway.publisher import KafkaPublisher
+from monitoring import metrics
 from schemas.codec import DecodeError, codec
 from streams import fastpath, topics
 from streams.detect.config import RulesConfig, default_rules
 from streams.detect.entity import EntityDetector
 from streams.detect.person import INPUTS, PersonDetector
 from streams.detect.roster import route_roster
+from streams.detect.timeline import NEVER, Timeline
 from streams.outbox import Outbox
 from streams.settings import Mode, Settings
 
@@ -95,10 +101,13 @@ def build_app(
     already_emitted: set[str] | None = None,
     upstream_partitions: int | None = None,
     outbox: Outbox | None = None,
+    read_emitted: Callable[[], set[str]] | None = None,
 ) -> faust.App:
     """The worker's topology, in one place, for `pora worker` and the tests. ``already_emitted``:
-    alert record ids on the alerts topic, which a restarted worker must not send again.
-    ``outbox``: where the writes go (default: a Kafka producer started with the first write)."""
+    alert record ids on the alerts topic, which a restarted worker must not send again;
+    ``read_emitted`` reads them again at every partition assignment (`pora worker` passes a reader
+    of the alerts and dead-letter topics). ``outbox``: where the writes go (default: a Kafka
+    producer started with the first write)."""
     rules = rules or default_rules()
     app = faust_app(settings, app_id)
     c = codec()
@@ -123,6 +132,7 @@ def build_app(
     else:
         out = outbox
     started = False
+    seen: dict[Any, int] = {}  # last offset processed, per topic partition (the lag's position)
 
     async def ready() -> None:
         nonlocal started
@@ -140,12 +150,33 @@ def build_app(
 
     app.on_before_shutdown.connect(_drain)  # type: ignore[arg-type]  # faust's stub wants a `signal` kwarg
 
-    def send_alerts(found: list[dict[str, Any]]) -> None:
+    async def _assigned(app: Any, assigned: set[Any], **_: Any) -> None:
+        # No offsets are committed, so the consumer now reads every partition it holds from the
+        # beginning (kept ones too): start every detector afresh, and learn what other workers
+        # wrote while they held these partitions, so it is not written twice.
+        detectors.clear()
+        entity_detectors.clear()
+        seen.clear()
+        gauges.assigned(assigned, person_topics)
+        if read_emitted is not None:
+            emitted.update(await asyncio.get_running_loop().run_in_executor(None, read_emitted))
+            log.info("partitions assigned: %d; %d records already written", len(assigned), len(emitted))
+
+    app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]
+
+    gauges = _WorkerGauges(settings, app, seen, detectors, entity_detectors)
+
+    @app.timer(settings.lag_interval_seconds)  # type: ignore[untyped-decorator]
+    async def export_metrics() -> None:
+        gauges.export()
+
+    def send_alerts(found: list[dict[str, Any]], message: Any) -> None:
         for alert in found:
             if alert["event_id"] in emitted:
                 continue  # sent before this worker (re)started
             emitted.add(alert["event_id"])
             out.add(alerts_topic, alert["alert_id"].encode(), c.encode("alert", alert))
+            gauges.alert(alert, message.timestamp)
 
     def send_facts(topic: str, facts: list[tuple[bytes | None, dict[str, Any]]]) -> None:
         for key, fact in facts:
@@ -162,6 +193,7 @@ def build_app(
             return  # written before this worker (re)started and replayed the partition
         emitted.add(record["event_id"])
         out.add(dead_letters_topic, b"worker", c.encode("dead_letter", record))
+        metrics.DEAD_LETTERS.labels("worker.decode", "undecodable").inc()
 
     def read_fact(message: Any, raw: bytes) -> dict[str, Any] | None:
         """An internal (JSON) fact, or None after its dead letter."""
@@ -189,14 +221,15 @@ def build_app(
         async for event in manual.noack().events():
             message = event.message
             p = message.partition
+            seen[message.tp] = message.offset
             detector = detectors.get(p)
             if detector is None:
                 detector = detectors[p] = PersonDetector(rules, partition=p, sponsor_partitions=partitions)
             if message.topic == person_facts_topic:
                 if (fact := read_fact(message, event.value)) is not None:
-                    send_alerts(detector.offer_roster(fact))
+                    send_alerts(detector.offer_roster(fact), message)
             elif (decoded := read_event(message, event.value)) is not None:
-                send_alerts(detector.offer(message.topic[len(prefix) :], *decoded))
+                send_alerts(detector.offer(message.topic[len(prefix) :], *decoded), message)
             if detector.facts:
                 send_facts(entity_facts_topic, detector.facts)
                 detector.facts.clear()
@@ -211,20 +244,103 @@ def build_app(
         async for event in manual.noack().events():
             message = event.message
             q = message.partition
+            seen[message.tp] = message.offset
             detector = entity_detectors.get(q)
             if detector is None:
                 detector = entity_detectors[q] = EntityDetector(rules, partitions)
             if message.topic == entity_facts_topic:
                 if (fact := read_fact(message, event.value)) is not None:
-                    send_alerts(detector.offer_fact(fact))
+                    send_alerts(detector.offer_fact(fact), message)
             elif (decoded := read_event(message, event.value)) is not None:
-                send_alerts(detector.offer_report(*decoded))
+                send_alerts(detector.offer_report(*decoded), message)
                 # roster entries to the people they name (whereabouts), ticks to every partition
                 send_facts(person_facts_topic, route_roster(q, *decoded))
             if out.full or drained():
                 await out.flush()
 
     return app
+
+
+class _WorkerGauges:
+    """The worker's metrics. Per-event work stays out of Prometheus' locks: the agents only note
+    each partition's last offset, and :meth:`export` (a timer) turns those into event counts,
+    lag, watermark delay and late events."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        app: Any,
+        seen: dict[Any, int],
+        detectors: dict[int, PersonDetector],
+        entity_detectors: dict[int, EntityDetector],
+    ) -> None:
+        self.app = app
+        self.prefix = settings.topic_prefix
+        self.group = app.conf.id
+        self.seen = seen
+        self.detectors = detectors
+        self.entity_detectors = entity_detectors
+        self.counted: dict[Any, int] = {}  # offset up to which seen events were counted
+        self.late: dict[tuple[str, int], int] = {}  # late events counted, per detector
+        self.held: set[Any] = set()
+
+    def assigned(self, assigned: set[Any], person_topics: list[str]) -> None:
+        self.counted.clear()
+        self.late.clear()
+        for tp in self.held - assigned:
+            metrics.CONSUMER_LAG.remove(self.group, self._name(tp.topic), str(tp.partition), "fetch")
+        self.held = set(assigned)
+        person = {tp.partition for tp in assigned if tp.topic in person_topics}
+        entity = {tp.partition for tp in assigned if tp.topic not in person_topics}
+        metrics.WORKER_PARTITIONS.labels("person").set(len(person))
+        metrics.WORKER_PARTITIONS.labels("entity").set(len(entity))
+        metrics.WATERMARK_DELAY.clear()
+
+    def alert(self, alert: dict[str, Any], caused_at: float | None) -> None:
+        rule = alert["rule_id"]
+        metrics.ALERTS.labels(rule, alert["status"]).inc()
+        if caused_at:  # the Kafka timestamp (s) of the record that caused it: the gateway's write
+            metrics.EVENT_TO_ALERT_SECONDS.labels(rule).observe(max(0.0, time.time() - caused_at))
+
+    def _name(self, topic: str) -> str:
+        return topic[len(self.prefix) :] if topic.startswith(self.prefix) else topic
+
+    def export(self) -> None:
+        for tp, offset in list(self.seen.items()):
+            stage = "entity" if self._name(tp.topic) in _ENTITY_INPUTS else "person"
+            done = self.counted.get(tp, -1)
+            if offset > done:
+                metrics.WORKER_EVENTS.labels(stage, self._name(tp.topic)).inc(offset - done)
+                self.counted[tp] = offset
+        consumer = getattr(self.app, "_consumer", None)
+        for tp in list(self.held):
+            try:
+                end = consumer.highwater(tp) if consumer is not None else None
+            except Exception:  # the consumer is between assignments: next time
+                end = None
+            if end is None:
+                continue
+            position = self.seen.get(tp, -1) + 1
+            lag = max(0, end - position)
+            metrics.CONSUMER_LAG.labels(self.group, self._name(tp.topic), str(tp.partition), "fetch").set(lag)
+        now = time.time()
+        stages: tuple[tuple[str, dict[int, Any]], ...] = (
+            ("person", self.detectors),
+            ("entity", self.entity_detectors),
+        )
+        for stage, detectors in stages:
+            for p, detector in list(detectors.items()):
+                timeline: Timeline = detector.timeline
+                if timeline.watermark != NEVER:
+                    delay = max(0.0, now - timeline.watermark / 1000)
+                    metrics.WATERMARK_DELAY.labels(stage, str(p)).set(delay)
+                new_late = timeline.late - self.late.get((stage, p), 0)
+                if new_late > 0:
+                    metrics.LATE_EVENTS.labels(stage).inc(new_late)
+                    self.late[(stage, p)] = timeline.late
+
+
+_ENTITY_INPUTS = (topics.ENTITY_FACTS, topics.SPONSOR_REPORTS)
 
 
 def _dead_letter(c: Any, raw: bytes, topic: str, partition: int, offset: int, reason: str) -> dict[str, Any]:
@@ -279,9 +395,9 @@ def _emitted_ids(settings: Settings) -> set[str]:
 def run_worker(settings: Settings, rules: RulesConfig | None = None) -> None:
     from faust import Worker
 
-    emitted = _emitted_ids(settings)
-    log.info("%d alert records and worker dead letters already written", len(emitted))
-    app = build_app(settings, rules, already_emitted=emitted, upstream_partitions=_partitions(settings))
+    app = build_app(
+        settings, rules, upstream_partitions=_partitions(settings), read_emitted=lambda: _emitted_ids(settings)
+    )
     # The detectors keep every person's state in memory: move what exists now out of the collector's
     # way and collect young objects less often (each collection walks them all).
     gc.freeze()

@@ -31,6 +31,19 @@ def main() -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
+def _serve_metrics(host: str, port: int, variable: str) -> None:
+    """/metrics for a service without an HTTP server of its own (port 0: none)."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        problem = f"cannot serve /metrics on {host}:{port} ({exc.strerror}): set {variable}, 0 for none"
+        raise click.ClickException(problem) from None
+
+
 @main.command()
 def up() -> None:
     """Start the local stack: Tansu broker, topics, ingestion gateway."""
@@ -100,8 +113,10 @@ def worker(rules_path: str | None) -> None:
         rules = load_rules(Path(rules_path) if rules_path else None)
     except (OSError, ValueError) as exc:
         raise _fail(exc) from None
-    click.echo(f"worker: rules {rules.version}, Kafka {_settings().kafka_bootstrap}")
-    run_worker(_settings(), rules)
+    settings = _settings()
+    _serve_metrics(settings.metrics_host, settings.worker_metrics_port, "PORA_WORKER_METRICS_PORT")
+    click.echo(f"worker: rules {rules.version}, Kafka {settings.kafka_bootstrap}")
+    run_worker(settings, rules)
 
 
 @main.command()
@@ -285,6 +300,7 @@ def sink(until_idle: float | None) -> None:
     from connectors.sink.store import StoreError, open_store
 
     settings = _settings()
+    _serve_metrics(settings.metrics_host, settings.sink_metrics_port, "PORA_SINK_METRICS_PORT")
     try:
         store = open_store(settings)
         ran = migrate(store)
@@ -321,6 +337,18 @@ def db_migrate() -> None:
     from connectors.sink.store import StoreError, open_store
 
     settings = _settings()
+    if settings.sink_metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.sink_metrics_port, addr=settings.metrics_host)
+        except OSError as exc:
+            raise _fail(
+                OSError(
+                    f"sink /metrics on {settings.metrics_host}:{settings.sink_metrics_port}: {exc} "
+                    "(set PORA_SINK_METRICS_PORT, 0 for none)"
+                )
+            ) from None
     try:
         store = open_store(settings)
         ran = migrate(store)

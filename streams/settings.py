@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     feed_secret: SecretStr | None = Field(default=None, description="signs session cookies and CSRF tokens")
     feed_session_hours: float = 12.0
 
+    # Metrics of the services without an HTTP port of their own (gateway and feed serve /metrics)
+    metrics_host: str = Field(default="127.0.0.1", description="where the worker and sink serve /metrics")
+    worker_metrics_port: int = Field(default=9101, ge=0, description="the worker's /metrics; 0: not served")
+    sink_metrics_port: int = Field(default=9102, ge=0, description="the sink's /metrics; 0: not served")
+    lag_interval_seconds: float = Field(default=5.0, gt=0, description="how often consumers export their lag")
+
     # Pseudonymisation: keyed hash of (nationality, document number, date of birth)
     person_key_secret: SecretStr | None = None
 

@@ -28,6 +28,8 @@ from connectors.feed.board import DISPOSITIONS, RULE_IDS, SEVERITIES, TPPO_DISPO
 from connectors.feed.sessions import Sessions
 from connectors.feed.users import User, UserStore
 from connectors.gateway.publisher import KafkaPublisher, OutRecord, Publisher
+from monitoring import metrics
+from monitoring.aiohttp import metrics_endpoint
 from schemas.codec import DecodeError, codec
 from streams import topics
 from streams.settings import Mode, Settings
@@ -53,6 +55,7 @@ SETTINGS = web.AppKey("settings", Settings)
 PUBLISHER = web.AppKey("publisher", Publisher)
 HISTORY = web.AppKey("history", object)
 FAILURES = web.AppKey("failures", dict)  # user name -> monotonic times of recent failed log-ins
+WATCHERS = web.AppKey("watchers", dict)  # user name -> live streams open
 USER = web.RequestKey("user", object)  # the User, or None before log-in
 NONCE = web.RequestKey("nonce", str)  # the session's nonce (CSRF tokens derive from it)
 BEARER = web.RequestKey("bearer", bool)  # authenticated by an API token
@@ -88,7 +91,7 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
-PUBLIC = ("/login", "/healthz", "/static/", "/openapi.json")
+PUBLIC = ("/login", "/healthz", "/metrics", "/static/", "/openapi.json")
 
 
 @web.middleware
@@ -179,14 +182,17 @@ async def login(request: web.Request) -> web.Response:
     recent = [t for t in failures.get(name, []) if now - t < LOCKOUT_SECONDS]
     if len(recent) >= LOCKOUT_FAILURES:  # guessing: this name waits, whoever asks
         log.warning("log-in for %r refused: %d failures in %d s", name, len(recent), LOCKOUT_SECONDS)
+        metrics.FEED_LOGINS.labels("locked").inc()
         text = pages.login_page(f"Too many failed log-ins for this user: try again in {LOCKOUT_SECONDS // 60} minutes.")
         return web.Response(status=429, text=text, content_type="text/html", headers={"Retry-After": "900"})
     user = await asyncio.get_running_loop().run_in_executor(None, request.app[USERS].login, name, password)
     if user is None:
         failures[name] = [*recent, now]
         log.warning("failed log-in for %r from %s", name, request.remote)
+        metrics.FEED_LOGINS.labels("wrong").inc()
         return web.Response(status=401, text=pages.login_page("Wrong user or password."), content_type="text/html")
     failures.pop(name, None)
+    metrics.FEED_LOGINS.labels("ok").inc()
     response = web.HTTPSeeOther("/")
     settings = request.app[SETTINGS]
     response.set_cookie(
@@ -266,6 +272,15 @@ async def static(request: web.Request) -> web.Response:
     )
 
 
+async def feed_metrics(request: web.Request) -> web.Response:
+    held: dict[str, int] = dict.fromkeys(("OPEN", "ACKNOWLEDGED", "ASSIGNED", "RESOLVED"), 0)
+    for alert in request.app[BOARD].alerts.values():
+        held[alert.triage] = held.get(alert.triage, 0) + 1
+    for state, n in held.items():
+        metrics.FEED_ALERTS_HELD.labels(state).set(n)
+    return await metrics_endpoint(request)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "alerts": len(request.app[BOARD].alerts)})
 
@@ -320,6 +335,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     queue = board.subscribe()
+    watchers = request.app[WATCHERS]
+    watchers[user.name] = watchers.get(user.name, 0) + 1
+    metrics.FEED_CONNECTED.labels(user.role).inc()
+    metrics.FEED_USERS_CONNECTED.set(len(watchers))
     try:
         await response.write(b": connected\n\n")
         while True:
@@ -337,6 +356,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
         pass
     finally:
         board.unsubscribe(queue)
+        watchers[user.name] -= 1
+        if not watchers[user.name]:
+            del watchers[user.name]
+        metrics.FEED_CONNECTED.labels(user.role).dec()
+        metrics.FEED_USERS_CONNECTED.set(len(watchers))
     return response
 
 
@@ -347,7 +371,20 @@ def _json(data: Any, status: int = 200) -> web.Response:
 # ---------------------------------------------------------------------- actions
 
 
+_REFUSALS = {403: "forbidden", 404: "unknown_alert", 422: "invalid", 503: "not_recorded"}
+
+
 async def _act(request: web.Request, fields: dict[str, str]) -> dict[str, Any]:
+    try:
+        record = await _record_action(request, fields)
+    except Problem as p:
+        metrics.FEED_ACTIONS_REJECTED.labels(_REFUSALS.get(p.status, str(p.status))).inc()
+        raise
+    metrics.FEED_ACTIONS.labels(record["action"], record["actor_role"]).inc()
+    return record
+
+
+async def _record_action(request: web.Request, fields: dict[str, str]) -> dict[str, Any]:
     user, alert = _user(request), _visible_alert(request)
     action = fields.get("action", "").upper()
     if action not in ACTIONS:
@@ -503,9 +540,11 @@ def build_feed(
     app[PUBLISHER] = publisher or KafkaPublisher(settings.kafka_bootstrap, client_id="pora-feed")
     app[HISTORY] = history if history is not None else person_history(settings)
     app[FAILURES] = {}
+    app[WATCHERS] = {}
     app.add_routes(
         [
             web.get("/healthz", healthz),
+            web.get("/metrics", feed_metrics),
             web.get("/login", login_form),
             web.post("/login", login),
             web.post("/logout", logout),

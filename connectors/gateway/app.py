@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.gateway.ingest import INGESTED_KINDS, Ingestor, Outcome, PublishError, iso
 from connectors.gateway.items import Rejection
@@ -22,6 +21,7 @@ from connectors.gateway.problems import PROBLEM_TYPES, problem
 from connectors.gateway.publisher import KafkaPublisher, Publisher
 from connectors.gateway.rebuild import rebuild_dedup
 from monitoring import metrics
+from monitoring.aiohttp import metrics_endpoint
 from schemas.codec import codec
 from streams.settings import Settings
 
@@ -182,12 +182,6 @@ async def readyz(request: web.Request) -> web.Response:
         "dedup_rebuilt": bool(state.get("dedup_rebuilt")),
     }
     return web.json_response(body, status=200 if ok else 503)
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest())
-    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return resp
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -75,10 +75,12 @@ class Sink:
         self._buffered = 0
         self._offsets: dict[TopicPartition, int] = {}
         self._oldest: float | None = None
+        self._lag_at = 0.0  # when the lag was last exported
         self._lock = threading.RLock()
+        self.group = group or f"{settings.topic_prefix}{settings.sink_group}"
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
-            group_id=group or f"{settings.topic_prefix}{settings.sink_group}",
+            group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=10_000,
@@ -114,7 +116,25 @@ class Sink:
             self.stats.records += n
         if self._due():
             self.flush()
+        if time.monotonic() - self._lag_at >= self.settings.lag_interval_seconds:
+            self.export_lag()
         return n
+
+    def export_lag(self) -> None:
+        """Each held partition's lag: the high watermark from fetch responses (exact on Tansu, whose
+        ListOffsets is low) less what is written to ClickHouse and committed."""
+        self._lag_at = time.monotonic()
+        prefix = self.settings.topic_prefix
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is None:
+                continue  # nothing fetched yet
+            with self._lock:
+                position = self._offsets.get(tp)
+            if position is None:
+                position = self.consumer.position(tp)
+            topic = tp.topic[len(prefix) :] if tp.topic.startswith(prefix) else tp.topic
+            metrics.CONSUMER_LAG.labels(self.group, topic, str(tp.partition), "fetch").set(max(0, end - position))
 
     def _take(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
         try:
@@ -147,6 +167,7 @@ class Sink:
             if not self._offsets:
                 return
             pending = dict(self._rows)
+            metrics.SINK_BATCH_ROWS.observe(self._buffered)
             started = time.monotonic()
             delay = 0.1
             while pending:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
+import threading
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import orjson
 from conftest import make_topics
 
-from connectors.pipeline import alerts_when_settled, detector_workers
+from connectors.pipeline import alerts_when_settled, detector_workers, start_worker
 from connectors.replay import replay
 from connectors.samples import CHECKPOINTS, ESTABLISHMENTS, SampleFactory
 from streams import topics
@@ -160,22 +159,6 @@ def test_simulation_through_the_pipeline_has_precision_and_recall_one(kafka_boot
     assert sum(s.truths for s in scores.values()) == len(sim.truth) > 50
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PORA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PORA_TOPIC_PREFIX": settings.topic_prefix,
-        "PORA_TOPIC_PARTITIONS": str(settings.topic_partitions),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
 def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -190,7 +173,7 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     make_topics(kafka_bootstrap, "det-k.")
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix="det-k.", topic_partitions=3)
 
-    worker = _start_worker(settings)
+    worker = start_worker(settings)
     time.sleep(3)
     asyncio.run(replay(settings, first))
     before = alerts_when_settled(settings, quiet_s=3)
@@ -198,7 +181,7 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     os.kill(worker.pid, 9)  # no goodbye: nothing flushed, nothing committed
     worker.wait(10)
 
-    worker = _start_worker(settings)
+    worker = start_worker(settings)
     try:
         time.sleep(3)
         asyncio.run(replay(settings, second))
@@ -206,6 +189,83 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
         after = alerts_when_settled(settings, expected=len(expected))
     finally:
         stop_process(worker.pid)
+    ids = [a["event_id"] for a in after]
+    missing = sorted((m[2], m[1]) for m in expected - comparable(after))
+    assert not missing, f"{len(missing)} of {len(expected)} missing ({len(ids)} records): {missing[:5]}"
+    assert comparable(after) == expected
+    assert len(ids) == len(set(ids)), "an alert record was sent twice"
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """A worker's /metrics as {"name{labels}": value} (only what the test reads)."""
+    import urllib.request
+
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:  # not serving yet (or gone: the caller's wait says so)
+        return {}
+    out: dict[str, float] = {}
+    for line in body.splitlines():
+        if line.startswith("pora_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def _held(port: int) -> float:
+    return _scrape(port).get('pora_worker_partitions_assigned{stage="person"}', 0.0)
+
+
+def _wait_for(check: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stops(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Scale-out: both workers hold partitions; one is stopped while events stream in, the other
+    takes its partitions over, and the alerts topic ends exactly as one worker would have left it."""
+    from connectors.simulator import write_simulation
+    from streams.localstack import free_port
+
+    events, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
+    write_simulation(60, 300, 7, date(2026, 4, 6), events, truth)
+    lines = events.read_bytes().splitlines(keepends=True)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(b"".join(lines[: len(lines) // 2]))
+    second.write_bytes(b"".join(lines[len(lines) // 2 :]))
+    make_topics(kafka_bootstrap, "det-s.", partitions=4)
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix="det-s.", topic_partitions=4)
+
+    ports = [free_port(), free_port()]
+    workers = [
+        start_worker(settings, metrics_port=p, log_path=tmp_path / f"worker-{i}.log") for i, p in enumerate(ports)
+    ]
+    try:
+        _wait_for(lambda: all(_held(p) > 0 for p in ports), "both workers to hold partitions")
+        assert sum(_held(p) for p in ports) == 4, "the four person partitions are not split between the two"
+        asyncio.run(replay(settings, first))
+        before = alerts_when_settled(settings, quiet_s=3)
+        assert before, "the first half raised no alert"
+
+        # the second half streams in over ~10 s; the first worker leaves a few seconds in
+        streaming = threading.Thread(target=lambda: asyncio.run(replay(settings, second, speed=260_000)))
+        streaming.start()
+        time.sleep(3)
+        assert streaming.is_alive(), "the second half was sent before the worker stopped: not mid-stream"
+        stop_process(workers[0].pid)
+        streaming.join()
+        _wait_for(lambda: _held(ports[1]) == 4, "the remaining worker to take every partition over")
+
+        expected = reference(settings)
+        after = alerts_when_settled(settings, expected=len(expected))
+    finally:
+        for w in workers:
+            stop_process(w.pid)
     ids = [a["event_id"] for a in after]
     missing = sorted((m[2], m[1]) for m in expected - comparable(after))
     assert not missing, f"{len(missing)} of {len(expected)} missing ({len(ids)} records): {missing[:5]}"
