@@ -212,6 +212,10 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _sum(port: int, name: str) -> float:
+    return sum(v for k, v in _scrape(port).items() if k.split("{")[0] == name)
+
+
 def _held(port: int) -> float:
     return _scrape(port).get('pora_worker_partitions_assigned{stage="person"}', 0.0)
 
@@ -263,6 +267,13 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
 
         expected = reference(settings)
         after = alerts_when_settled(settings, expected=len(expected))
+        # what an operator sees of the survivor: caught up, its alerts counted, its latency measured
+        _wait_for(lambda: _sum(ports[1], "pora_consumer_lag_records") == 0, "the survivor's lag to reach 0")
+        seen = _scrape(ports[1])
+        assert _sum(ports[1], "pora_worker_events_total") >= len(lines) // 2
+        assert 0 < _sum(ports[1], "pora_alerts_total") <= len(after)
+        assert _sum(ports[1], "pora_event_to_alert_seconds_count") > 0
+        assert any(k.startswith("pora_worker_watermark_delay_seconds") for k in seen)
     finally:
         for w in workers:
             stop_process(w.pid)

@@ -169,6 +169,15 @@ def test_a_supervisor_sees_its_office_only_in_pages_api_and_stream(
     assert {a["alert_id"] for a in theirs["alerts"]} == {medan["alert_id"], later_medan["alert_id"]}
 
 
+def _metrics(feed: FeedThread) -> dict[str, float]:
+    status, body, _ = Client(feed.url).request("/metrics")
+    assert status == 200
+    return {
+        name: float(value)
+        for name, value in (line.rsplit(" ", 1) for line in body.decode().splitlines() if line.startswith("pora_"))
+    }
+
+
 def test_triage_is_checked_and_written_to_the_actions_topic(
     feed: FeedThread, kafka_bootstrap: str, topics: dict[str, str], consume: Any
 ) -> None:
@@ -180,6 +189,7 @@ def test_triage_is_checked_and_written_to_the_actions_topic(
     c = Client(feed.url)
     c.login("sup-batam")
     aid = a["alert_id"]
+    before = _metrics(feed)
 
     status, problem = c.act(aid, {"action": "ACKNOWLEDGE"}, None)
     assert status == 403 and problem["errors"][0]["field"] == "csrf"
@@ -205,6 +215,14 @@ def test_triage_is_checked_and_written_to_the_actions_topic(
     ]
     letters = [codec().decode(r.value)[1] for r in consume(topics["dead-letters"], 2)]
     assert {(d["step"], d["errors"][0]["field"]) for d in letters} == {("feed.action", "disposition")}
+    after = _metrics(feed)  # anonymous, as Prometheus scrapes it
+    for series, grew in {
+        'pora_feed_actions_total{action="ACKNOWLEDGE",role="supervisor"}': 1,
+        'pora_feed_actions_total{action="RESOLVE",role="supervisor"}': 1,
+        'pora_feed_actions_rejected_total{reason="invalid"}': 2,
+    }.items():
+        assert after.get(series, 0) - before.get(series, 0) == grew, series
+    assert after['pora_feed_alerts_held{state="RESOLVED"}'] >= 1
 
     # an API client with a token needs no CSRF token; a user of another office cannot act on it
     status, raw, _ = Client(feed.url).request(

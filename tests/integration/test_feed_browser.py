@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,9 @@ def test_an_alert_appears_live_is_triaged_and_lands_in_clickhouse(
     ):
         page = log_in(browser, feed.url, "sup-batam")
         expect(page.locator("#live")).to_have_text("live: connected")
+        with urllib.request.urlopen(f"{feed.url}/metrics", timeout=5) as scraped:  # an operator sees the tab
+            body = scraped.read().decode()
+        assert 'pora_feed_streams_open{role="supervisor"} 1.0' in body and "pora_feed_users_connected 1.0" in body
         shot(page, "1-logged-in")
 
         batam = next(c for c in CHECKPOINTS if c["checkpoint_id"] == "TPI-BATAM-CENTRE")

@@ -376,6 +376,17 @@ def committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): meta.offset for tp, meta in got.items() if meta.offset >= 0}
 
 
+def _samples(name: str) -> list[tuple[dict[str, str], float]]:
+    """This process's samples of a metric (the sink runs in the test's process)."""
+    from prometheus_client import REGISTRY
+
+    return [(s.labels, s.value) for m in REGISTRY.collect() for s in m.samples if s.name == name]
+
+
+def _sample(name: str) -> float:
+    return sum(value for _, value in _samples(name))
+
+
 def test_clickhouse_outage_mid_stream_loses_and_doubles_nothing(
     kafka_bootstrap: str,
     topic_prefix: str,
@@ -405,6 +416,7 @@ def test_clickhouse_outage_mid_stream_loses_and_doubles_nothing(
         except BaseException as exc:
             failure.append(exc)
 
+    retries_before = _sample("pora_sink_insert_retries_total")
     thread = threading.Thread(target=run, name="sink", daemon=True)
     thread.start()
     try:
@@ -416,6 +428,7 @@ def test_clickhouse_outage_mid_stream_loses_and_doubles_nothing(
         assert expected.records > first.records
         wait_for(lambda: sink.stats.retries >= 3 or bool(failure), "the sink to retry")
         assert not failure, failure
+        assert _sample("pora_sink_insert_retries_total") - retries_before >= 3  # what the alert rule reads
 
         # while ClickHouse is away, every record below a committed offset is in ClickHouse
         during = committed(kafka_bootstrap, group)
@@ -440,8 +453,18 @@ def test_clickhouse_outage_mid_stream_loses_and_doubles_nothing(
             clickhouse_server.start()  # the session's server, for the tests after this one
         stop.set()
         thread.join(DEADLINE_S)
-        sink.close()
+        try:
+            sink.export_lag()  # caught up: every partition it holds shows no lag
+            lags = {
+                labels["partition"]: value
+                for labels, value in _samples("pora_consumer_lag_records")
+                if labels["group"] == group and labels["topic"] == topics.HOTEL_GUEST_EVENTS
+            }
+        finally:
+            sink.close()
     assert not failure, failure
+    assert lags == {str(p): 0.0 for p in range(3)}, lags
+    assert _sample("pora_sink_paused") == 0.0
     assert sink.stats.retries >= 3 and store.failures >= 3
     assert counts(server_store) == expected.by_table
     for table, ids in expected.event_ids.items():
