@@ -73,8 +73,9 @@ ALERTS = Counter(
 )
 EVENT_TO_ALERT_SECONDS = Histogram(
     "pora_event_to_alert_seconds",
-    "Wall time from the gateway's receipt of the record that caused an alert (its reported_at) to "
-    "the alert's write, by rule. Replays of old records are not observed (see the worker).",
+    "Wall time from the Kafka timestamp of the record that caused an alert (for an event: the "
+    "gateway's write, i.e. its acceptance; for an internal fact: the first stage's write) to the "
+    "alert's write, by rule. Alerts a restarted worker finds already written are not observed.",
     ["rule_id"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )

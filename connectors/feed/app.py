@@ -454,6 +454,7 @@ async def _dead_letter(request: web.Request, raw: bytes, field: str, problem: st
     out = OutRecord(settings.topic(topics.DEAD_LETTERS), b"feed", codec().encode("dead_letter", record))
     with contextlib.suppress(Exception):
         await request.app[PUBLISHER].publish([out])
+        metrics.DEAD_LETTERS.labels("feed.action", "invalid").inc()
 
 
 # ---------------------------------------------------------------------- reading the topics
