@@ -52,6 +52,11 @@ SINK_INSERT_SECONDS = Histogram(
     "Time to write one batch (every table) to ClickHouse.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+SINK_LAST_WRITE = Gauge(
+    "pora_sink_last_write_timestamp_seconds",
+    "When the sink last wrote a batch to ClickHouse and committed it (Unix time); with lag above 0, "
+    "a time that stops moving means the sink is stuck.",
+)
 SINK_PAUSED = Gauge("pora_sink_paused", "1 while the sink holds consumption because ClickHouse is unavailable.")
 SINK_BATCH_ROWS = Histogram(
     "pora_sink_batch_rows",

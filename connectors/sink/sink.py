@@ -203,6 +203,7 @@ class Sink:
             self._reset()
             self.stats.batches += 1
             metrics.SINK_BATCHES.inc()
+            metrics.SINK_LAST_WRITE.set_to_current_time()
 
     def _reset(self) -> None:
         self._rows.clear()
