@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo up down status test unit integration browser lint typecheck bench bench-gateway bench-detectors bench-sink clean
+.PHONY: help venv demo up down status test unit integration browser lint typecheck rules bench bench-gateway bench-detectors bench-sink clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ integration: $(STAMP) ## integration tests (starts a Tansu broker for the sessio
 
 browser: $(STAMP) ## browser tests (headless /usr/bin/chromium via Playwright; screenshots in test-results/)
 	$(BIN)/pytest -m browser
+
+rules: ## promtool: check the alert rules and run their unit tests (Debian package prometheus)
+	promtool check rules monitoring/prometheus/alerts.yml
+	promtool test rules monitoring/prometheus/alerts.test.yml
 
 test: $(STAMP) lint typecheck ## lint, type-check, then every test (unit, integration, browser)
 	$(BIN)/pytest
