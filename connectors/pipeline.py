@@ -18,17 +18,22 @@ from streams.reading import read_topic
 from streams.settings import Settings
 
 
-def start_worker(settings: Settings, *, metrics_port: int = 0, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """One `pora worker` process on the settings' topics (its own session, so it can be killed
-    alone); ``metrics_port`` 0: no /metrics (several workers share the machine)."""
-    env = {
-        **os.environ,
-        "PORA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PORA_TOPIC_PREFIX": settings.topic_prefix,
-        "PORA_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "PORA_WORKER_METRICS_PORT": str(metrics_port),
-    }
-    command = [sys.executable, "-m", "streams.cli", "worker"]
+def pora_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a `pora` subprocess these settings (what differs from the
+    defaults, as PORA_* variables, over this process's environment)."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(exclude_defaults=True).items():
+        if value is None:
+            continue
+        text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        env[f"PORA_{name.upper()}"] = str(text.value if hasattr(text, "value") else text)
+    return env
+
+
+def start_service(settings: Settings, *args: str, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """``pora <args>`` as a process of its own session (so it can be stopped or killed alone)."""
+    command = [sys.executable, "-m", "streams.cli", *args]
+    env = pora_env(settings)
     if log_path is None:
         out: Any = subprocess.DEVNULL
         return subprocess.Popen(
@@ -38,6 +43,12 @@ def start_worker(settings: Settings, *, metrics_port: int = 0, log_path: Path | 
         return subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def start_worker(settings: Settings, *, metrics_port: int = 0, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """One `pora worker` on the settings' topics; ``metrics_port`` 0: no /metrics (several
+    workers share the machine)."""
+    return start_service(settings.model_copy(update={"worker_metrics_port": metrics_port}), "worker", log_path=log_path)
 
 
 @contextmanager
