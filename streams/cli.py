@@ -337,18 +337,6 @@ def db_migrate() -> None:
     from connectors.sink.store import StoreError, open_store
 
     settings = _settings()
-    if settings.sink_metrics_port:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(settings.sink_metrics_port, addr=settings.metrics_host)
-        except OSError as exc:
-            raise _fail(
-                OSError(
-                    f"sink /metrics on {settings.metrics_host}:{settings.sink_metrics_port}: {exc} "
-                    "(set PORA_SINK_METRICS_PORT, 0 for none)"
-                )
-            ) from None
     try:
         store = open_store(settings)
         ran = migrate(store)
