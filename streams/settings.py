@@ -9,12 +9,16 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Well-known only so that the local stack works out of the box; rejected in production.
 LOCAL_PERSON_KEY_SECRET = "pora-local-person-key-secret-not-for-production"
+LOCAL_FEED_SECRET = "pora-local-feed-secret-not-for-production"
+LOCAL_SECRETS = frozenset({LOCAL_PERSON_KEY_SECRET, LOCAL_FEED_SECRET})  # in the source: never a real secret
+MIN_SECRET_CHARS = 32  # production secrets: the person key's HMAC secret and the feed's signing key
 
 
 class Mode(StrEnum):
@@ -23,7 +27,8 @@ class Mode(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PORA_", env_file=None, extra="ignore")
+    # hide_input_in_errors: a refused configuration's message must not print the secrets it was given
+    model_config = SettingsConfigDict(env_prefix="PORA_", env_file=None, extra="ignore", hide_input_in_errors=True)
 
     mode: Mode = Mode.LOCAL
     state_dir: Path = Field(default=Path(".pora"), description="pid files, logs, local key file")
@@ -98,22 +103,36 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets_in_production(self) -> Settings:
+        url = urlparse(self.clickhouse_url)
+        if url.username is not None or url.password is not None:  # it would be shown wherever the URL is
+            raise ValueError(
+                "PORA_CLICKHOUSE_URL must not hold a user or password: use PORA_CLICKHOUSE_USER and "
+                "PORA_CLICKHOUSE_PASSWORD"
+            )
         if self.mode is Mode.PRODUCTION:
             missing = []
-            if self.person_key_secret is None or not self.person_key_secret.get_secret_value():
+            person = self.person_key_secret.get_secret_value() if self.person_key_secret is not None else ""
+            if not person:
                 missing.append("PORA_PERSON_KEY_SECRET")
-            elif self.person_key_secret.get_secret_value() == LOCAL_PERSON_KEY_SECRET:
+            elif person in LOCAL_SECRETS:
                 missing.append("PORA_PERSON_KEY_SECRET (the local default is not allowed)")
+            elif len(person) < MIN_SECRET_CHARS:
+                missing.append(f"PORA_PERSON_KEY_SECRET ({MIN_SECRET_CHARS} characters or more)")
             if self.gateway_keys_file is None:
                 missing.append("PORA_GATEWAY_KEYS_FILE")
-            if self.feed_secret is None or len(self.feed_secret.get_secret_value()) < 32:
-                missing.append("PORA_FEED_SECRET (32 characters or more)")
+            feed = self.feed_secret.get_secret_value() if self.feed_secret is not None else ""
+            if feed in LOCAL_SECRETS:
+                missing.append("PORA_FEED_SECRET (the local default is not allowed)")
+            elif len(feed) < MIN_SECRET_CHARS:
+                missing.append(f"PORA_FEED_SECRET ({MIN_SECRET_CHARS} characters or more)")
             if self.feed_users_file is None:
                 missing.append("PORA_FEED_USERS_FILE")
             if not self.clickhouse_url.startswith("clickhouse://"):
                 missing.append("PORA_CLICKHOUSE_URL (clickhouse://host:port; embedded chdb is for the local stack)")
             elif self.clickhouse_password is None or not self.clickhouse_password.get_secret_value():
                 missing.append("PORA_CLICKHOUSE_PASSWORD")
+            elif self.clickhouse_password.get_secret_value() in LOCAL_SECRETS:
+                missing.append("PORA_CLICKHOUSE_PASSWORD (a local default is not allowed)")
             if missing:
                 raise ValueError("production mode needs: " + ", ".join(missing))
         return self
@@ -132,7 +151,7 @@ class Settings(BaseSettings):
     def feed_key(self) -> bytes:
         if self.feed_secret is not None and self.feed_secret.get_secret_value():
             return self.feed_secret.get_secret_value().encode()
-        return b"pora-local-feed-secret-not-for-production"
+        return LOCAL_FEED_SECRET.encode()
 
     @property
     def keys_file(self) -> Path:

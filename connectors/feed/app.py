@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import re
 import time
@@ -19,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
@@ -86,12 +86,25 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
         response = await handler(request)
     except Problem as p:
         response = _problem(p.status, p.detail, p.field)
+    except web.HTTPException as exc:  # redirects, 404, 405: the same headers on every answer
+        for k, v in HEADERS.items():
+            exc.headers.setdefault(k, v)
+        raise
     for k, v in HEADERS.items():
         response.headers.setdefault(k, v)
     return response
 
 
-PUBLIC = ("/login", "/healthz", "/metrics", "/static/", "/openapi.json")
+# what anyone may reach without logging in: these routes exactly (not path prefixes, so that
+# no spelling of another path can pass for one of them)
+PUBLIC = frozenset({"/login", "/healthz", "/metrics", "/static/feed.js", "/openapi.json"})
+
+
+def _open_to_anyone(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    if resource is None:  # no such route (or method): the 404 or 405 tells nothing, to anyone
+        return True
+    return resource.canonical in PUBLIC
 
 
 @web.middleware
@@ -109,7 +122,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             user = request.app[USERS].users.get(found[0])
             if user is not None:
                 request[USER], request[NONCE] = user, found[1]
-    if request[USER] is None and not request.path.startswith(PUBLIC):
+    if request[USER] is None and not _open_to_anyone(request):
         if request.path.startswith(("/api/", "/stream")):
             raise Problem(401, "log in (session cookie) or send 'Authorization: Bearer <token>'")
         raise web.HTTPSeeOther("/login")
@@ -209,6 +222,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     form = await request.post()
     _check_csrf(request, str(form.get("csrf", "")))
+    request.app[SESSIONS].revoke(request.cookies.get(COOKIE, ""))  # a copy of the cookie is worth nothing now
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE)
     raise response
@@ -250,9 +264,9 @@ async def _people(request: web.Request, person_key: str) -> str:
         return '<p class="muted">No history.</p>'
     try:
         crossings, stays = await asyncio.get_running_loop().run_in_executor(None, history, person_key)
-    except Exception as exc:  # analytics are a help here, not a condition
+    except Exception as exc:  # analytics are a help here, not a condition (the reason is for the log only)
         log.warning("person history unavailable: %s", exc)
-        return f'<p class="muted">Analytics unavailable: {html.escape(str(exc))[:200]}</p>'
+        return '<p class="muted">Analytics unavailable just now: the crossings and stays are not shown.</p>'
     return pages.people_table(crossings, stays)
 
 
@@ -260,8 +274,8 @@ async def action_form(request: web.Request) -> web.Response:
     form = await request.post()
     _check_csrf(request, str(form.get("csrf", "")))
     fields = {k: str(v) for k, v in form.items() if k != "csrf" and str(v)}
-    await _act(request, fields)
-    raise web.HTTPSeeOther(f"/alerts/{request.match_info['alert_id']}")
+    record = await _act(request, fields)
+    raise web.HTTPSeeOther(f"/alerts/{quote(record['alert_id'], safe='')}")
 
 
 async def static(request: web.Request) -> web.Response:
@@ -330,8 +344,13 @@ async def api_action(request: web.Request) -> web.Response:
 async def stream(request: web.Request) -> web.StreamResponse:
     user, board = _user(request), request.app[BOARD]
     filters = _filters(request)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    response = web.StreamResponse(  # its headers go out now: the security middleware would be too late
+        headers={
+            **HEADERS,
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
     )
     await response.prepare(request)
     queue = board.subscribe()
@@ -503,18 +522,20 @@ def person_history(settings: Settings) -> Callable[[str], tuple[list[tuple[Any, 
     server driver is not thread-safe, and chdb is shared with the sink by path)."""
 
     def history(person_key: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        from connectors.sink.reports import sql_string
         from connectors.sink.store import open_store
 
+        key = sql_string(person_key)  # a literal, escaped: never the text itself in the statement
         store = open_store(settings)
         try:
             db = store.database
             crossings = store.query(
                 f"SELECT toString(occurred_at), direction, checkpoint_id, ifNull(destination_country, '') "
-                f"FROM {db}.border_crossings FINAL WHERE person_key = '{person_key}' ORDER BY occurred_at DESC LIMIT 10"
+                f"FROM {db}.border_crossings FINAL WHERE person_key = {key} ORDER BY occurred_at DESC LIMIT 10"
             ).rows
             stays = store.query(
                 f"SELECT toString(check_in_date), action, establishment_name, region "
-                f"FROM {db}.hotel_guest_events FINAL WHERE person_key = '{person_key}' "
+                f"FROM {db}.hotel_guest_events FINAL WHERE person_key = {key} "
                 "ORDER BY occurred_at DESC LIMIT 10"
             ).rows
         finally:

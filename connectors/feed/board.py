@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,13 @@ RULE_IDS = (  # streams/detect/RULES.md
 )
 TPPO_DISPOSITIONS = ("CLEARED", "DELAYED_FOR_INTERVIEW", "REFERRED")
 DISPOSITIONS = ("CONFIRMED", "FALSE_POSITIVE", *TPPO_DISPOSITIONS)
+PERSON_KEY = re.compile(r"pk_[0-9A-Za-z_-]{8,}")  # schemas/person.py: "pk_" and the keyed hash
+HIDDEN_PERSON = "(a person)"
+
+
+def _without_people(text: str) -> str:
+    """For roles that see no person keys: any key in a text (a reason, an evidence value) hidden."""
+    return PERSON_KEY.sub(HIDDEN_PERSON, text)
 
 
 @dataclass
@@ -64,9 +72,14 @@ class Alert:
         return state
 
     def view(self, user: User, *, detail: bool = False) -> dict[str, Any]:
+        """The alert as ``user`` may see it: without person keys anywhere for an agency member (the
+        subject's, evidence naming people, such as a roster mismatch's omitted and unlisted
+        foreigners, and any key quoted in a text)."""
         r = self.record
+        people = user.sees_people
+        text = (lambda t: t) if people else _without_people
         subject = {k: v for k, v in r["subject"].items() if v is not None}
-        if not user.sees_people:
+        if not people:
             subject.pop("person_key", None)
         out: dict[str, Any] = {
             "alert_id": self.alert_id,
@@ -80,21 +93,26 @@ class Alert:
             "emitted_at": self.first_seen,
             "updated_at": int(r["reported_at"]),
             "triage": self.triage,
-            "reasons": list(r["reasons"]),
+            "reasons": [text(x) for x in r["reasons"]],
         }
         if detail:
             out["evidence"] = [
                 {k: v for k, v in e.items() if v is not None}
                 for e in r["evidence"]
-                if user.sees_people or e["name"] != "person_key"
+                if people or (e["name"] != "person_key" and not PERSON_KEY.search(str(e["value"])))
             ]
             out["history"] = [
-                {"status": h["status"], "severity": h["severity"], "at": int(h["occurred_at"]), "reasons": h["reasons"]}
+                {
+                    "status": h["status"],
+                    "severity": h["severity"],
+                    "at": int(h["occurred_at"]),
+                    "reasons": [text(x) for x in h["reasons"]],
+                }
                 for h in self.history
             ]
             out["actions"] = [
                 {
-                    k: a[k]
+                    k: text(a[k]) if k == "comment" else a[k]
                     for k in ("event_id", "action", "actor", "actor_role", "assignee", "disposition", "comment")
                     if a.get(k) is not None
                 }

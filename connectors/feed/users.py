@@ -64,7 +64,8 @@ def check_password(password: str, stored: str) -> bool:
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # surrogateescape: a header's undecodable bytes come as surrogates; they hash, they do not raise
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass

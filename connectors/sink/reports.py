@@ -69,7 +69,7 @@ class Query:
         return out
 
     def in_office(self, expr: str) -> str:
-        return "" if self.office is None else f" AND {expr} = {_quote(self.office)}"
+        return "" if self.office is None else f" AND {expr} = {sql_string(self.office)}"
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,32 @@ class Report:
         return inspect.cleandoc(self.sql.__doc__ or self.summary)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+# How a text becomes a ClickHouse string literal: what clickhouse-driver does for its %(name)s
+# parameters (ClickHouse 18.16 has no server-side query parameters, so the driver's are this too),
+# for both engines. Every value a user gives (an office, a person key) reaches SQL only through
+# sql_string; dates only as ``date`` objects.
+_ESCAPES = str.maketrans(
+    {
+        "\\": "\\\\",
+        "'": "\\'",
+        "\0": "\\0",
+        "\a": "\\a",
+        "\b": "\\b",
+        "\f": "\\f",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+        "\v": "\\v",
+    }
+)
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a quoted ClickHouse string literal (backslash escapes; both engines read it back
+    exactly: see tests/integration/test_security.py)."""
+    if not isinstance(text, str):
+        raise TypeError(f"a SQL string literal is made of text, not {type(text).__name__}")
+    return "'" + text.translate(_ESCAPES) + "'"
 
 
 def _local_day(expr: str) -> str:
@@ -92,7 +116,7 @@ def _local_day(expr: str) -> str:
 
 
 def _names(values: Sequence[str]) -> str:
-    return ", ".join(_quote(v) for v in values)
+    return ", ".join(sql_string(v) for v in values)
 
 
 # ----------------------------------------------------------------------------- shared subqueries
@@ -144,7 +168,7 @@ def _alerts_with_triage(q: Query, rule_ids: Sequence[str] | None) -> str:
 
 def _evidence(name: str) -> str:
     """The value of evidence ``name`` in the alert's latest record ('' when absent)."""
-    return f"a_values[indexOf(a_names, {_quote(name)})]"
+    return f"a_values[indexOf(a_names, {sql_string(name)})]"
 
 
 # ----------------------------------------------------------------------------- the reports
@@ -489,6 +513,11 @@ def run_report(
     """Run report ``name``; values come back the same whatever the engine (see :func:`normalise`).
     ``today`` (default: the current WIB day) only ends the sponsor period when there is no ``date_to``."""
     report = get_report(name)
+    for flag, day in (("--from", date_from), ("--to", date_to)):
+        if day is not None and (not isinstance(day, date) or isinstance(day, datetime)):
+            raise ReportError(f"{flag} must be a date (YYYY-MM-DD), not {type(day).__name__}")
+    if office is not None and not isinstance(office, str):
+        raise ReportError(f"--office must be text, not {type(office).__name__}")
     if date_from is not None and date_to is not None and date_from > date_to:
         raise ReportError(f"--from {date_from} is after --to {date_to}")
     q = Query(

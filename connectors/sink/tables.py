@@ -5,14 +5,20 @@ as epoch seconds (both engines take integers for DateTime, and no datetime objec
 
 Only the pseudonymous ``person_key`` and the nationality of a person reach a table; names, document
 numbers and dates of birth stay on the topics, which officers reach through the feed by role.
+Dead letters are refused input, so anything may be in them: the table keeps where, why and how big,
+and of each error the field (a path of the contracts' field names, else ``<unknown>``) and the problem
+with every quoted value replaced by ``'…'``; the raw input and the values stay on the topic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+from schemas.registry import KINDS, current
 from streams import topics
 
 Row = tuple[Any, ...]
@@ -169,6 +175,62 @@ def _action(r: dict[str, Any]) -> Row:
     )
 
 
+def _field_names(schema: Any) -> Iterator[str]:
+    if isinstance(schema, list):
+        for branch in schema:
+            yield from _field_names(branch)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            for f in schema["fields"]:
+                yield f["name"]
+                yield from _field_names(f["type"])
+        elif schema.get("type") == "array":
+            yield from _field_names(schema["items"])
+
+
+@cache
+def contract_field_names() -> frozenset[str]:
+    """Every field name of every contract: what a dead letter's field path may be made of."""
+    return frozenset(name for kind in KINDS for name in _field_names(current(kind).parsed))
+
+
+_LABEL = re.compile(r"^((?:row|line) \d+)(?:: |$)")  # a CSV row or line, before the field
+_PLACEHOLDER = re.compile(r"^<[a-z]+>$")  # <body>, <header>, <row>, <file>, <raw>, <record>
+_REQUEST_PARTS = frozenset({"Content-Type", "Authorization", "kind"})
+_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[\d*\])*$")
+_QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'" + r'|"(?:[^"\\\n]|\\.)*"')  # a Python repr of a text
+UNKNOWN_FIELD = "<unknown>"
+REDACTED = "'…'"
+
+
+def redact_field(field: str) -> str:
+    """The path of a bad field, as far as it is made of contract field names: a key the sender
+    made up (a passport number used as a JSON key, a guest's row read as a CSV header) is not."""
+    label = _LABEL.match(field)
+    prefix = ""
+    if label is not None:
+        prefix, field = label.group(1), field[label.end() :]
+        if not field:
+            return prefix
+        prefix += ": "
+    if _PLACEHOLDER.match(field) or field in _REQUEST_PARTS:
+        return prefix + field
+    known = contract_field_names()
+    kept: list[str] = []
+    for part in field.split("."):
+        m = _SEGMENT.match(part)
+        if m is None or m.group(1) not in known:
+            kept.append(UNKNOWN_FIELD)
+            break
+        kept.append(part)
+    return prefix + ".".join(kept)
+
+
+def redact_problem(problem: str) -> str:
+    """The problem with every quoted value (the validators quote each value they show) replaced."""
+    return _QUOTED.sub(REDACTED, problem)
+
+
 def _dead_letter(r: dict[str, Any]) -> Row:
     return (
         *_common(r),
@@ -176,8 +238,8 @@ def _dead_letter(r: dict[str, Any]) -> Row:
         r["step"],
         r.get("kind"),
         r["reason"],
-        [e["field"] for e in r["errors"]],
-        [e["problem"] for e in r["errors"]],
+        [redact_field(e["field"]) for e in r["errors"]],
+        [redact_problem(e["problem"]) for e in r["errors"]],
         r["content_type"],
         len(r["raw"]),
     )
