@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo up down status test unit integration browser lint typecheck rules bench bench-gateway bench-detectors bench-sink clean
+.PHONY: help venv demo up down status test unit integration browser lint typecheck rules audit audit-strict bench bench-gateway bench-detectors bench-sink clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip 'setuptools>=78.1.1'  # the venv's 65.5 has known CVEs
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
@@ -49,6 +49,12 @@ browser: $(STAMP) ## browser tests (headless /usr/bin/chromium via Playwright; s
 rules: ## promtool: check the alert rules and run their unit tests (Debian package prometheus)
 	promtool check rules monitoring/prometheus/alerts.yml
 	promtool test rules monitoring/prometheus/alerts.test.yml
+
+audit: $(STAMP) ## known vulnerabilities in the installed dependencies (PyPI advisories; lists what it could not check)
+	$(BIN)/pip-audit --progress-spinner off --skip-editable --aliases on --desc off
+
+audit-strict: $(STAMP) ## as audit, and fail unless every dependency could be checked (needs PyPI's per-version JSON)
+	$(BIN)/pip-audit --progress-spinner off --skip-editable --aliases on --desc off --strict
 
 test: $(STAMP) lint typecheck ## lint, type-check, then every test (unit, integration, browser)
 	$(BIN)/pytest
