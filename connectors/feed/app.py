@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -55,7 +56,9 @@ SETTINGS = web.AppKey("settings", Settings)
 PUBLISHER = web.AppKey("publisher", Publisher)
 HISTORY = web.AppKey("history", object)
 FAILURES = web.AppKey("failures", dict)  # user name -> monotonic times of recent failed log-ins
-WATCHERS = web.AppKey("watchers", dict)  # user name -> live streams open
+WATCHERS = web.AppKey("watchers", dict)
+CAUGHT_UP = web.AppKey("caught_up", asyncio.Event)  # the board holds what was on the topics at start
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # user name -> live streams open
 USER = web.RequestKey("user", object)  # the User, or None before log-in
 NONCE = web.RequestKey("nonce", str)  # the session's nonce (CSRF tokens derive from it)
 BEARER = web.RequestKey("bearer", bool)  # authenticated by an API token
@@ -97,7 +100,7 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
 
 # what anyone may reach without logging in: these routes exactly (not path prefixes, so that
 # no spelling of another path can pass for one of them)
-PUBLIC = frozenset({"/login", "/healthz", "/metrics", "/static/feed.js", "/openapi.json"})
+PUBLIC = frozenset({"/login", "/healthz", "/readyz", "/metrics", "/static/feed.js", "/openapi.json"})
 
 
 def _open_to_anyone(request: web.Request) -> bool:
@@ -299,6 +302,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "alerts": len(request.app[BOARD].alerts)})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Ready once the board holds every alert and action written before the feed started."""
+    if not request.app[CAUGHT_UP].is_set():
+        return _problem(503, "still reading the alerts and actions")
+    return web.json_response({"status": "ready", "alerts": len(request.app[BOARD].alerts)})
+
+
 # ---------------------------------------------------------------------- API
 
 
@@ -332,13 +342,36 @@ async def api_action(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         await _dead_letter(request, raw, "<body>", "not a JSON object")
         raise Problem(422, "the body must be a JSON object", "<body>")
+    key = request.headers.get("Idempotency-Key")
     try:
-        record = await _act(request, {k: str(v) for k, v in body.items() if v is not None})
+        if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+            raise Problem(422, "Idempotency-Key must be 1 to 128 letters, digits or -_.:", "Idempotency-Key")
+        existing = _recorded(request, key)
+        record = existing or await _act(request, {k: str(v) for k, v in body.items() if v is not None}, key)
     except Problem as p:
         if p.status == 422:
             await _dead_letter(request, raw, p.field or "<body>", p.detail)
         raise
-    return _json({"event_id": record["event_id"], "alert_id": record["alert_id"], "action": record["action"]}, 201)
+    answer = {"event_id": record["event_id"], "alert_id": record["alert_id"], "action": record["action"]}
+    return _json(answer, 200 if existing else 201)
+
+
+def _action_id(request: web.Request, key: str | None) -> str:
+    """A client's Idempotency-Key names one action of that user: a retry (after a timeout, or a
+    feed that stopped before answering) writes nothing new."""
+    if key is None:
+        return f"act-{uuid.uuid4().hex}"
+    return "act-" + hashlib.sha256(f"{_user(request).name}\n{key}".encode()).hexdigest()[:32]
+
+
+def _recorded(request: web.Request, key: str | None) -> dict[str, Any] | None:
+    """The action already written under this Idempotency-Key, once the feed has read the topic."""
+    if key is None:
+        return None
+    if not request.app[CAUGHT_UP].is_set():
+        raise Problem(503, "the feed is still reading the alerts and actions: try again shortly")
+    found: dict[str, Any] | None = request.app[BOARD].actions.get(_action_id(request, key))
+    return found
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -393,9 +426,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
 _REFUSALS = {403: "forbidden", 404: "unknown_alert", 422: "invalid", 503: "not_recorded"}
 
 
-async def _act(request: web.Request, fields: dict[str, str]) -> dict[str, Any]:
+async def _act(request: web.Request, fields: dict[str, str], key: str | None = None) -> dict[str, Any]:
     try:
-        record = await _record_action(request, fields)
+        record = await _record_action(request, fields, key)
     except Problem as p:
         metrics.FEED_ACTIONS_REJECTED.labels(_REFUSALS.get(p.status, str(p.status))).inc()
         raise
@@ -403,7 +436,9 @@ async def _act(request: web.Request, fields: dict[str, str]) -> dict[str, Any]:
     return record
 
 
-async def _record_action(request: web.Request, fields: dict[str, str]) -> dict[str, Any]:
+async def _record_action(request: web.Request, fields: dict[str, str], key: str | None) -> dict[str, Any]:
+    if not request.app[CAUGHT_UP].is_set():  # an alert not read yet would look unknown (404)
+        raise Problem(503, "the feed is still reading the alerts and actions: try again shortly")
     user, alert = _user(request), _visible_alert(request)
     action = fields.get("action", "").upper()
     if action not in ACTIONS:
@@ -428,7 +463,7 @@ async def _record_action(request: web.Request, fields: dict[str, str]) -> dict[s
         raise Problem(422, "the comment is longer than 2,000 characters", "comment")
     now = int(time.time() * 1000)
     record = {
-        "event_id": f"act-{uuid.uuid4().hex}",
+        "event_id": _action_id(request, key),
         "occurred_at": now,
         "reported_at": now,
         "alert_id": alert.alert_id,
@@ -479,8 +514,11 @@ async def _dead_letter(request: web.Request, raw: bytes, field: str, problem: st
 # ---------------------------------------------------------------------- reading the topics
 
 
-async def follow(settings: Settings, board: AlertBoard, ready: asyncio.Event | None = None) -> None:
-    """Read alerts and actions from the beginning, then follow them; the board keeps the state."""
+async def follow(
+    settings: Settings, board: AlertBoard, ready: asyncio.Event | None = None, caught_up: asyncio.Event | None = None
+) -> None:
+    """Read alerts and actions from the beginning, then follow them; the board keeps the state.
+    ``caught_up`` is set once every partition has been read to the high watermark seen on start."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     c = codec()
@@ -502,6 +540,8 @@ async def follow(settings: Settings, board: AlertBoard, ready: asyncio.Event | N
             ready.set()
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if caught_up is not None and not caught_up.is_set() and await _read_to_end(consumer, tps):
+                caught_up.set()
             for tp, records in batches.items():
                 for r in records:
                     try:
@@ -515,6 +555,16 @@ async def follow(settings: Settings, board: AlertBoard, ready: asyncio.Event | N
                         board.apply_action(record)
     finally:
         await consumer.stop()
+
+
+async def _read_to_end(consumer: Any, tps: list[Any]) -> bool:
+    """Every partition's position at its high watermark (from fetch responses: exact on Tansu).
+    Records just fetched are applied right after this check, before the next one."""
+    for tp in tps:
+        end = consumer.highwater(tp)
+        if end is None or await consumer.position(tp) < end:
+            return False
+    return True
 
 
 def person_history(settings: Settings) -> Callable[[str], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
@@ -563,9 +613,11 @@ def build_feed(
     app[HISTORY] = history if history is not None else person_history(settings)
     app[FAILURES] = {}
     app[WATCHERS] = {}
+    app[CAUGHT_UP] = asyncio.Event()
     app.add_routes(
         [
             web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
             web.get("/metrics", feed_metrics),
             web.get("/login", login_form),
             web.post("/login", login),
@@ -586,7 +638,7 @@ def build_feed(
     async def keep_following() -> None:
         while True:  # a broker outage ends the reader: start again (the board ignores what it has seen)
             try:
-                await follow(settings, app[BOARD])
+                await follow(settings, app[BOARD], caught_up=app[CAUGHT_UP])
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -596,6 +648,8 @@ def build_feed(
     async def lifecycle(app: web.Application) -> Any:
         await app[PUBLISHER].start()
         task = asyncio.create_task(keep_following()) if follow_topics else None
+        if not follow_topics:  # the caller fills the board itself
+            app[CAUGHT_UP].set()
         yield
         if task is not None:
             task.cancel()

@@ -153,6 +153,7 @@ class AlertBoard:
         self._subscribers: set[asyncio.Queue[Alert | None]] = set()
         self._max_queue = max_queue
         self._orphans: dict[str, list[dict[str, Any]]] = {}  # actions read before their alert
+        self.actions: dict[str, dict[str, Any]] = {}  # every action applied, by event id (idempotent retries)
 
     def apply_alert(self, record: dict[str, Any]) -> Alert | None:
         if record["event_id"] in self._seen:
@@ -173,6 +174,7 @@ class AlertBoard:
         if record["event_id"] in self._seen:
             return None
         self._seen.add(record["event_id"])
+        self.actions[record["event_id"]] = record
         alert = self.alerts.get(record["alert_id"])
         if alert is None:  # the two topics are read side by side: its alert comes later
             self._orphans.setdefault(record["alert_id"], []).append(record)

@@ -169,6 +169,8 @@ def ensure_demo_users(users_file: Path, passwords_file: Path) -> dict[str, str]:
         passwords[name] = password
         store.add(User(name, role, frozenset(offices), frozenset(rules), hash_password(password)))
     store.save(users_file)
-    passwords_file.write_text(json.dumps(passwords, indent=2))
+    passwords_file.parent.mkdir(parents=True, exist_ok=True)
+    passwords_file.touch(mode=0o600)  # never readable by others, not even for a moment
     passwords_file.chmod(0o600)
+    passwords_file.write_text(json.dumps(passwords, indent=2))
     return passwords

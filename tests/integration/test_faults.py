@@ -144,6 +144,8 @@ class Pipeline:
         self.procs[name] = start_service(self.settings, name, log_path=self.tmp_path / f"{name}.log")
         if name == "gateway":
             self._wait(lambda: self._get("/readyz") == 200, "the gateway to be ready")
+        if name == "feed":
+            self._wait(lambda: self._get("/readyz", self.settings.feed_port) == 200, "the feed to be ready")
 
     def kill(self, name: str) -> None:
         """No goodbye: nothing flushed, nothing committed, no group left."""
@@ -165,9 +167,10 @@ class Pipeline:
 
     # ---------------------------------------------------------------- the client
 
-    def _get(self, path: str) -> int:
+    def _get(self, path: str, port: int | None = None) -> int:
+        url = f"http://127.0.0.1:{port}" if port else self.url
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as r:
+            with urllib.request.urlopen(url + path, timeout=5) as r:
                 return int(r.status)
         except (OSError, urllib.error.HTTPError):
             return 0
@@ -175,9 +178,11 @@ class Pipeline:
     def _wait(self, check: Callable[[], bool], what: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not check():
-            if time.monotonic() > deadline:
-                logs = {n: self.log(n)[-800:] for n in ("gateway", "worker", "sink")}
-                raise AssertionError(f"timed out waiting for {what}; logs: {logs}")
+            ended = [name for name, proc in self.procs.items() if proc.poll() is not None]
+            if ended or time.monotonic() > deadline:
+                logs = {n: self.log(n)[-800:] for n in self.procs}
+                why = f"{', '.join(ended)} ended" if ended else "timed out"
+                raise AssertionError(f"{why} waiting for {what}; logs: {logs}")
             time.sleep(0.3)
 
     def post(self, kind: str, events: list[dict[str, Any]]) -> None:
@@ -367,3 +372,100 @@ def test_the_pipeline_survives(
     faulted = run_pipeline(fault, kafka_bootstrap, clickhouse_server, tmp_path, workload, results)
     assert faulted.alerts == baseline.alerts, "the alerts differ from the fault-free run's"
     assert faulted.rows == baseline.rows, f"rows {faulted.rows} differ from the fault-free run's {baseline.rows}"
+
+
+def test_the_feed_stopped_with_actions_in_flight_loses_and_doubles_no_action(
+    baseline: Baseline,
+    kafka_bootstrap: str,
+    clickhouse_server: ClickHouseServer,
+    tmp_path: Path,
+    workload: list[tuple[str, dict[str, Any]]],
+    results: list[Run],
+) -> None:
+    """Officers' API clients triage every alert (with Idempotency-Keys, retrying what was not
+    answered) while the feed is killed and started again: each action is on alerts.actions and in
+    ClickHouse exactly once, and the alerts are the fault-free run's."""
+    from connectors.feed.users import User, UserStore, hash_password, token_hash
+
+    started = time.monotonic()
+    p = Pipeline(kafka_bootstrap, clickhouse_server, "flt-feed.", tmp_path)
+    token = new_key()
+    users = UserStore.load(tmp_path / "users.toml")
+    users.add(User("ops", "admin", frozenset(), frozenset(), hash_password(new_key()), token_hash(token)))
+    users.save(tmp_path / "users.toml")
+    p.settings = p.settings.model_copy(update={"feed_users_file": tmp_path / "users.toml", "feed_port": free_port()})
+    feed_url = f"http://127.0.0.1:{p.settings.feed_port}"  # the started feed was ready (Pipeline.start)
+
+    try:
+        for name in ("gateway", "worker", "sink", "feed"):
+            p.start(name)
+        time.sleep(3)
+        p.send(workload)
+        expected = reference(p.settings)
+        alert_ids = sorted({a[0] for a in expected})
+        plan = [(aid, action) for aid in alert_ids for action in ("ACKNOWLEDGE", "COMMENT")]
+        retried = Counter[str]()
+
+        def act(aid: str, action: str) -> int:
+            body = json.dumps({"action": action, "comment": "checked" if action == "COMMENT" else None}).encode()
+            request = urllib.request.Request(
+                f"{feed_url}/api/alerts/{aid}/actions",
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {token}",
+                    "Idempotency-Key": f"{aid}-{action}",
+                },
+            )
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as r:
+                        return int(r.status)
+                except urllib.error.HTTPError as exc:
+                    if exc.code not in (404, 503):  # 404: a restarted feed has not read that alert yet
+                        raise AssertionError(f"{action} {aid}: {exc.code} {exc.read()[:300]!r}") from None
+                except OSError:
+                    pass  # the feed is away: the same action again, same key
+                retried[action] += 1
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{action} {aid} never answered; feed log: {p.log('feed')}")
+                time.sleep(0.3)
+
+        answers: list[int] = []
+        workers = [
+            threading.Thread(target=lambda part=part: answers.extend(act(a, x) for a, x in part))
+            for part in (plan[0::3], plan[1::3], plan[2::3])
+        ]
+        for w in workers:
+            w.start()
+        p._wait(lambda: len(answers) >= len(plan) // 4, "a quarter of the actions")
+        p.kill("feed")  # mid-flight: the three clients have requests open
+        p.start("feed")
+        for w in workers:
+            w.join()
+        assert len(answers) == len(plan) and set(answers) <= {200, 201}, Counter(answers)
+
+        written = Counter(
+            (str(r.record["alert_id"]), str(r.record["action"]))
+            for r in read_topic(p.settings.kafka_bootstrap, p.settings.topic(topics.ALERT_ACTIONS))
+            if r.record is not None
+        )
+        doubled = sum(n - 1 for n in written.values())
+        lost = len(set(plan) - set(written))
+        p._wait(lambda: counts(p.store)["alert_actions"] == len(written), "the actions in ClickHouse")
+        in_table = Counter(
+            str(eid) for (eid,) in p.store.query(f"SELECT event_id FROM {p.store.database}.alert_actions FINAL").rows
+        )
+        doubled += sum(n - 1 for n in in_table.values())
+        run, seen = p.outcome("feed-kill9 (actions)", workload, started)
+        run.retried_requests += sum(retried.values())
+        run.rows_lost += lost
+        run.rows_doubled += doubled
+        results.append(run)
+        assert (lost, doubled) == (0, 0), run
+        assert seen == baseline.alerts
+        rows = counts(p.store)
+        assert rows == {**baseline.rows, "alert_actions": len(plan)}
+    finally:
+        p.close()

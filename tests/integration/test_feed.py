@@ -280,3 +280,31 @@ def test_log_in_headers_and_anonymous_access(feed: FeedThread) -> None:
     assert codes == [401] * 10
     status, page, headers = guesser.request("/login", f"name=sup-medan&password={PASSWORD}".encode())
     assert status == 429 and headers["Retry-After"] == "900" and b"Too many failed log-ins" in page
+
+
+def test_an_api_action_sent_again_with_its_idempotency_key_is_written_once(
+    feed: FeedThread, kafka_bootstrap: str, topics: dict[str, str], consume: Any
+) -> None:
+    a = alert("overstay", "KANIM-BATAM", "pk_aaaaaaaaaaac", "2026-11-04")
+    publish(kafka_bootstrap, topics["alerts"], [a])
+    assert feed.board is not None
+    board = feed.board
+    wait_for(lambda: a["alert_id"] in board.alerts, "the alert on the board")
+    assert Client(feed.url).request("/readyz")[0] == 200
+
+    def send(key: str) -> tuple[int, dict[str, Any]]:
+        status, raw, _ = Client(feed.url).request(
+            f"/api/alerts/{a['alert_id']}/actions",
+            json.dumps({"action": "ACKNOWLEDGE"}).encode(),
+            {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Idempotency-Key": key},
+        )
+        return status, json.loads(raw)
+
+    first_status, first = send("retry-1")
+    again_status, again = send("retry-1")  # the answer was lost: the client sends it again
+    assert (first_status, again_status) == (201, 200) and again == first
+    assert send("retry-2")[0] == 201  # another key is another action
+    status, problem = send("not a key!")
+    assert status == 422 and problem["errors"][0]["field"] == "Idempotency-Key"
+    written = [codec().decode(r.value)[1] for r in consume(topics["alerts.actions"], 2)]
+    assert [w["event_id"] for w in written].count(first["event_id"]) == 1

@@ -88,6 +88,7 @@ COOKIE_ROLES = ("admin", "sup_a", "sup_b", "agency")
 FEED_POLICY = """
 request                                            anon admin sup_a sup_b agency token bad_token
 GET    /healthz                                     200  200   200   200   200    200   401
+GET    /readyz                                      200  200   200   200   200    200   401
 GET    /metrics                                     200  200   200   200   200    200   401
 GET    /openapi.json                                200  200   200   200   200    200   401
 GET    /static/feed.js                              200  200   200   200   200    200   401
