@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo up down status test unit integration browser lint typecheck rules audit audit-strict bench bench-gateway bench-detectors bench-sink clean
+.PHONY: help venv demo up down status test unit integration browser lint typecheck rules audit audit-strict bench bench-gateway bench-detectors bench-sink bench-e2e bench-load clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (set PYTHON=...)"; exit 1; }
@@ -59,7 +59,13 @@ audit-strict: $(STAMP) ## as audit, and fail unless every dependency could be ch
 test: $(STAMP) lint typecheck ## lint, type-check, then every test (unit, integration, browser)
 	$(BIN)/pytest
 
-bench: bench-gateway bench-detectors bench-sink ## all benchmarks (print figures, write bench-results/)
+bench: bench-gateway bench-detectors bench-sink bench-e2e ## all benchmarks (print figures, write bench-results/)
+
+bench-e2e: $(STAMP) ## gateway -> ClickHouse rate and event -> feed alert latency in one run, each stage beside its baseline
+	$(BIN)/python -m tests.bench.bench_e2e
+
+bench-load: $(STAMP) ## 2,000 events/s for 10 minutes on the local stack: RSS and lag of every service (LOAD_SECONDS=, LOAD_RATE=)
+	$(BIN)/python -m tests.bench.bench_load $(if $(LOAD_SECONDS),--seconds $(LOAD_SECONDS)) $(if $(LOAD_RATE),--rate $(LOAD_RATE))
 
 bench-gateway: $(STAMP) ## gateway ingestion vs the raw producer on the same broker
 	$(BIN)/python -m tests.bench.bench_gateway
