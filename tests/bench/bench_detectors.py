@@ -73,7 +73,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -96,18 +96,16 @@ from streams.localstack import create_topics, running_broker, stop_process
 from streams.reading import read_topic
 from streams.settings import Settings
 from streams.topics import TOPICS
-from tests.bench.bench_gateway import code_version, count_records, percentile, proc_sample
+from tests.bench.bench_gateway import code_version, count_records, percentile
+from tests.bench.common import REPO, Child, child, child_env, proc_sample
 
 TARGET_EVENTS_PER_S = 8_000
 TARGET_P99_S = 1.0
 SIM_START = date(2025, 1, 1)
 WIB = timezone(timedelta(hours=7))
-# faust's log line once the fetcher runs after the partition assignment: "[2026-11-25 17:09:16,536] ... Worker ready"
-READY_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*\bWorker ready\b")
 # the latency workload: (sample, weight), as the gateway bench mixes them
 LATENCY_MIX: tuple[tuple[str, float], ...] = (("hotel_check_in", 0.6), ("arrival", 0.3), ("citizen_departure", 0.1))
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::\d+)?\)$")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def say(text: str = "") -> None:
@@ -115,85 +113,6 @@ def say(text: str = "") -> None:
 
 
 # ---------------------------------------------------------------- child processes
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    spawned_at: float  # time.time()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as exc:
-            return f"(cannot read {self.log_path}: {exc})"
-
-    def ready_at(self) -> float | None:
-        """When faust logged "Worker ready" (epoch seconds), or None before that."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return None
-        for line in text.splitlines():
-            m = READY_LINE.match(line)
-            if m:  # the log's local time, as time.localtime() wrote it
-                return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        return None
-
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        deadline = time.monotonic() + timeout
-        while True:
-            at = self.ready_at()
-            if at is not None:
-                return at
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with status {self.proc.returncode} before ready:\n{self.tail()}"
-                )
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"{self.name} was not ready within {timeout:g}s:\n{self.tail()}")
-            time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def child(name: str, argv: Sequence[str], env: dict[str, str], work_dir: Path) -> Iterator[Child]:
-    """A subprocess with its output in ``work_dir/<name>.log``; stopped by its pid on exit."""
-    log_path = work_dir / f"{name}.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            list(argv),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=REPO,
-            start_new_session=True,
-        )
-    c = Child(name, proc, log_path, time.time())
-    try:
-        yield c
-    finally:
-        stop_process(proc.pid, timeout=5)  # faust may wait for unacked messages at shutdown: not timed
-        proc.poll()
-
-
-def child_env(bootstrap: str, prefix: str, partitions: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PORA_")}
-    env.update(
-        {
-            "PORA_MODE": "local",
-            "PORA_KAFKA_BOOTSTRAP": bootstrap,
-            "PORA_TOPIC_PREFIX": prefix,
-            "PORA_TOPIC_PARTITIONS": str(partitions),
-        }
-    )
-    return env
 
 
 WORKER_ARGV = (sys.executable, "-m", "streams.cli", "worker")

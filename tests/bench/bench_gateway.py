@@ -44,7 +44,6 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from connectors.gateway.app import SLUGS
 from connectors.gateway.ingest import TOPIC_OF_KIND, Ingestor, Item
 from connectors.gateway.keys import Source, key_entry, new_key
 from connectors.gateway.publisher import OutRecord
@@ -54,30 +53,20 @@ from streams import topics
 from streams.localstack import create_topics, free_port, running_broker, stop_process
 from streams.settings import Settings
 from streams.topics import TOPICS
+from tests.bench.common import Request, batch_requests, proc_sample
 
 PARTITIONS = 6
 TARGET_EVENTS_PER_S = 20_000
 TARGET_RATIO = 0.3
-SLUG_OF_KIND = {kind: slug for slug, kind in SLUGS.items()}
 # share of each sample in the workload: (name, event kind, weight)
 MIX: tuple[tuple[str, str, float], ...] = (
     ("hotel_check_in", "hotel_guest_event", 0.6),
     ("arrival", "border_crossing", 0.3),
     ("citizen_departure", "border_crossing", 0.1),
 )
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 # ---------------------------------------------------------------- workload
-
-
-@dataclass(frozen=True)
-class Request:
-    kind: str
-    path: str  # /v1/events/<slug>
-    body: bytes  # the JSON array, serialised once
-    events: int
 
 
 @dataclass
@@ -126,23 +115,13 @@ def generate(events: int, batch: int, seed: int = 7) -> tuple[list[Request], dic
     weights = [w for _, _, w in MIX]
     kind_of = {name: kind for name, kind, _ in MIX}
     counts = dict.fromkeys(names, 0)
-    pending: dict[str, list[dict[str, Any]]] = {}
-    requests: list[Request] = []
 
-    def flush(kind: str) -> None:
-        values = pending.pop(kind, [])
-        if values:
-            requests.append(Request(kind, f"/v1/events/{SLUG_OF_KIND[kind]}", orjson.dumps(values), len(values)))
+    def events_in_order() -> Iterator[tuple[str, dict[str, Any]]]:
+        for name in rng.choices(names, weights, k=events):
+            counts[name] += 1
+            yield kind_of[name], makers[name]()
 
-    for name in rng.choices(names, weights, k=events):
-        counts[name] += 1
-        kind = kind_of[name]
-        pending.setdefault(kind, []).append(makers[name]())
-        if len(pending[kind]) >= batch:
-            flush(kind)
-    for kind in list(pending):
-        flush(kind)
-    return requests, counts
+    return batch_requests(events_in_order(), batch), counts
 
 
 async def encode_ahead(requests: Sequence[Request]) -> list[OutRecord]:
@@ -236,27 +215,6 @@ def drop_topics(bootstrap: str, names: Sequence[str]) -> None:
             admin.delete_topics(list(names), timeout_ms=30_000)
         finally:
             admin.close()
-
-
-# ---------------------------------------------------------------- /proc sampling
-
-
-@dataclass(frozen=True)
-class ProcSample:
-    cpu_s: float  # utime + stime
-    rss_mb: float
-    hwm_mb: float  # peak RSS so far
-
-
-def proc_sample(pid: int) -> ProcSample:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rpartition(")")[2].split()  # fields after the command name; fields[0] is the state
-    utime, stime, rss_pages = int(fields[11]), int(fields[12]), int(fields[21])
-    hwm_kb = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm_kb = int(line.split()[1])
-    return ProcSample((utime + stime) / CLK_TCK, rss_pages * PAGE_BYTES / 2**20, hwm_kb / 1024)
 
 
 # ---------------------------------------------------------------- the gateway, as a subprocess

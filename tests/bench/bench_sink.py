@@ -55,11 +55,12 @@ from connectors.sink.localserver import ClickHouseServer
 from connectors.sink.migrate import migrate
 from connectors.sink.sink import TABLES_BY_NAME, Sink, _Revoked
 from connectors.sink.store import ChdbStore, Result, Row, ServerStore, Store
-from connectors.sink.tables import SINK_TOPICS, TABLES
+from connectors.sink.tables import SINK_TOPICS
 from schemas.codec import codec
 from streams.localstack import create_topics, running_broker
 from streams.settings import Settings
-from tests.bench.bench_gateway import Request, code_version, count_records, encode_ahead, say
+from tests.bench.bench_gateway import code_version, count_records, encode_ahead, say
+from tests.bench.common import Request, table_rows
 
 TARGET_ROWS_PER_S = 100_000
 TARGET_RATIO = 0.5
@@ -108,11 +109,7 @@ def build_workload(rows: int, days: int, travellers: int, seed: int) -> Workload
                 r = r._replace(value=c.encode(kind, {**record, "event_id": f"{record['event_id']}~{copy}"}))
             records.append(r)
         copy += 1
-    out_rows: list[tuple[str, Row]] = []
-    for r in records:  # decoded as the sink decodes them
-        kind, record = c.decode(r.value, ms_times=True)
-        table = TABLES[kind]
-        out_rows.append((table.name, table.row(record)))
+    out_rows = table_rows(records)
     by_table = dict.fromkeys(TABLES_BY_NAME, 0)
     for table, _ in out_rows:
         by_table[table] += 1
