@@ -26,7 +26,7 @@ from connectors.gateway.keys import Source
 from connectors.gateway.publisher import KafkaPublisher
 from connectors.gateway.rebuild import rebuild_dedup
 from schemas.codec import codec
-from schemas.validation import parse_timestamp_ms
+from schemas.validation import event_time_problem, parse_timestamp_ms
 from streams.settings import Settings
 
 REPLAY_SOURCE = Source("replay", "system", "")
@@ -56,22 +56,66 @@ class _Line:
 
 
 def read_lines(path: Path) -> Iterator[_Line]:
-    with path.open("rb") as fh:
+    """The file's lines in order; ReplayError names the line and the field of the first bad one."""
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    with fh:
         for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                raw = raw[3:]
             if not raw.strip():
                 continue
             try:
-                line = orjson.loads(raw)
-                kind = line["kind"]
-                if kind == "clock_tick":
-                    yield _Line(number, kind, None, parse_timestamp_ms(line["at"]))
-                    continue
-                if kind not in INGESTED_KINDS:
-                    raise ValueError(f"kind {kind!r} is not one of {', '.join(INGESTED_KINDS)} or clock_tick")
-                event = line["event"]
-                yield _Line(number, kind, event, parse_timestamp_ms(event["reported_at"]))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                line = _parse_line(number, raw)
+            except ValueError as exc:
                 raise ReplayError(f"{path}:{number}: {exc}") from None
+            yield line
+
+
+def _parse_line(number: int, raw: bytes) -> _Line:
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not a JSON object: {exc}") from None
+    if not isinstance(line, dict):
+        raise ValueError(f'expected an object {{"kind": ..., "event": {{...}}}}, got {_describe(line)}')
+    if "kind" not in line:
+        raise ValueError("field 'kind' is missing")
+    kind = line["kind"]
+    if kind == "clock_tick":
+        if "at" not in line:
+            raise ValueError("field 'at' is missing (the clock tick's time)")
+        return _Line(number, kind, None, _timestamp("at", line["at"]))
+    if not isinstance(kind, str) or kind not in INGESTED_KINDS:
+        shown = repr(kind) if isinstance(kind, str) else _describe(kind)
+        raise ValueError(f"field 'kind': {shown} is not one of {', '.join(INGESTED_KINDS)} or clock_tick")
+    if "event" not in line:
+        raise ValueError("field 'event' is missing")
+    event = line["event"]
+    if not isinstance(event, dict):
+        raise ValueError(f"field 'event' must be an object, not {_describe(event)}")
+    if "reported_at" not in event:
+        raise ValueError("field 'event.reported_at' is missing (replay keeps when each event was reported)")
+    return _Line(number, kind, event, _timestamp("event.reported_at", event["reported_at"]))
+
+
+def _timestamp(field_name: str, value: Any) -> int:
+    """An event time: a clock tick in the year 9999 would make every detector compute deadlines
+    beyond what dates hold (the event's own times are checked by the gateway's validation)."""
+    try:
+        ms = parse_timestamp_ms(value)
+    except ValueError as exc:
+        raise ValueError(f"field {field_name!r}: {exc}") from None
+    problem = event_time_problem(ms)
+    if problem:
+        raise ValueError(f"field {field_name!r}: {value!r} {problem}")
+    return ms
+
+
+def _describe(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 async def replay(

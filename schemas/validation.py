@@ -26,6 +26,17 @@ MAX_STRING = 4000
 MAX_ARRAY = 10_000
 MIN_MILLIS = 946_684_800_000  # 2000-01-01: older event times are typos, not history
 DAY_MS = 86_400_000
+# The instants a reader can turn back into a datetime (years 1 to 9999): beyond them an accepted
+# event would be undecodable downstream (fastavro reads timestamp-millis as datetimes).
+FIRST_MILLIS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+LAST_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+# Plausible instants and days, the window the detectors are safe in: a sponsor report for a period
+# ending 9999-12-31 made the worker compute a due date in the year 10000 and crash on every replay.
+MAX_MILLIS = 7_258_118_399_999  # 2199-12-31T23:59:59.999Z: later event times are typos as well
+FIRST_DAY = -62_091  # 1800-01-01, as days since 1970-01-01
+LAST_DAY = 84_005  # 2199-12-31
+MAX_PROBLEMS = 50  # per item: enough to fix it, bounded however broken the input is
+MAX_EXTRA_FIELDS = 10  # unknown fields named one by one; the rest are counted
 
 # Fields a client never sets: the gateway fills them in.
 GATEWAY_FIELDS = frozenset({"reported_at", "source"})
@@ -76,6 +87,8 @@ def parse_timestamp_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an ISO 8601 timestamp, got a boolean")
     if isinstance(value, int):
+        if not FIRST_MILLIS <= value <= LAST_MILLIS:
+            raise ValueError(f"{value} epoch milliseconds lies outside the years 1 to 9999")
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected an ISO 8601 timestamp, got {_describe(value)}")
@@ -85,10 +98,30 @@ def parse_timestamp_ms(value: Any) -> int:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 timestamp (e.g. 2026-11-25T14:30:00+07:00)") from None
+        raise ValueError(f"{_clip(value)!r} is not an ISO 8601 timestamp (e.g. 2026-11-25T14:30:00+07:00)") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset; add one, e.g. +07:00 for WIB or Z for UTC")
-    return int(parsed.timestamp() * 1000)
+        raise ValueError(f"{_clip(value)!r} has no UTC offset; add one, e.g. +07:00 for WIB or Z for UTC")
+    try:
+        ms: int | None = int(parsed.timestamp() * 1000)
+    except (OverflowError, ValueError):  # beyond what datetime computes
+        ms = None
+    if ms is None or not FIRST_MILLIS <= ms <= LAST_MILLIS:  # e.g. 9999-12-31T23:00-14:00: year 10000 UTC
+        raise ValueError(f"{_clip(value)!r} lies outside the years 1 to 9999 in UTC")
+    return ms
+
+
+def event_time_problem(ms: int) -> str | None:
+    """Why an event time (epoch ms) is implausible, or None: before 2000 or after 2199."""
+    if ms < MIN_MILLIS:
+        return "lies before the year 2000"
+    if ms > MAX_MILLIS:
+        return "lies after the year 2199"
+    return None
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """A value quoted in a problem: long enough to recognise, never the whole of a huge one."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 _DAYS: dict[str, int] = {}  # the same few hundred dates recur in every batch
@@ -102,7 +135,7 @@ def parse_date_days(value: Any) -> int:
         try:
             days = (date.fromisoformat(value.strip()) - EPOCH_DATE).days
         except ValueError:
-            raise ValueError(f"{value!r} is not a date YYYY-MM-DD") from None
+            raise ValueError(f"{_clip(value)!r} is not a date YYYY-MM-DD") from None
         if len(_DAYS) < 100_000:
             _DAYS[value] = days
         return days
@@ -137,7 +170,8 @@ def _compile(schema: Any, path: str, field_name: str = "") -> Converter:
                 found = symbols.get(value.strip().upper())
                 if found is not None:
                     return found
-            problems.add(path, f"{value!r} is not one of {listed}")
+            shown = repr(_clip(value)) if isinstance(value, str) else _describe(value)
+            problems.add(path, f"{shown} is not one of {listed}")
             return None
 
         return conv_enum
@@ -179,8 +213,9 @@ def _compile_primitive(kind: str, logical: str | None, path: str, field_name: st
             except ValueError as exc:
                 problems.add(path, str(exc))
                 return None
-            if ms < MIN_MILLIS:
-                problems.add(path, "lies before the year 2000")
+            problem = event_time_problem(ms)
+            if problem:
+                problems.add(path, problem)
             return ms
 
         return conv_ts
@@ -188,10 +223,13 @@ def _compile_primitive(kind: str, logical: str | None, path: str, field_name: st
 
         def conv_date(value: Any, problems: Problems) -> Any:
             try:
-                return parse_date_days(value)
+                days = parse_date_days(value)
             except ValueError as exc:
                 problems.add(path, str(exc))
                 return None
+            if not FIRST_DAY <= days <= LAST_DAY:
+                problems.add(path, "must lie between 1800-01-01 and 2199-12-31")
+            return days
 
         return conv_date
     if kind == "string":
@@ -328,8 +366,15 @@ def _compile_record(schema: dict[str, Any], path: str) -> Converter:
                 continue
             out[name] = conv(raw, problems)
         if given != len(value):
-            for extra in sorted(map(str, value.keys() - known)):
-                problems.add(_join(path, extra), f"is not a field of this record (fields: {listed})")
+            extras = sorted(map(str, value.keys() - known))
+            for extra in extras[:MAX_EXTRA_FIELDS]:
+                shown = _clip(extra) if extra.strip() else repr(extra)  # a blank name, shown as ''
+                problems.add(_join(path, shown), f"is not a field of this record (fields: {listed})")
+            if len(extras) > MAX_EXTRA_FIELDS:
+                problems.add(
+                    path or "<body>",
+                    f"has {len(extras) - MAX_EXTRA_FIELDS} more fields that are not fields of this record",
+                )
         return out
 
     return conv_record
@@ -514,6 +559,9 @@ class Validator:
                 reported = parse_timestamp_ms(given_reported)
             except ValueError as exc:
                 problems.add("reported_at", str(exc))
+            else:
+                if problem := event_time_problem(reported):
+                    problems.add("reported_at", problem)
         elif given_reported is not _MISSING and not trusted_clock:
             pass  # a source cannot choose when it reported: the gateway's clock decides
         del given_source  # always the authenticated source, never what the body claims
@@ -522,8 +570,23 @@ class Validator:
         occurred = record.get("occurred_at")
         if isinstance(occurred, int) and occurred > reported + max_skew_ms:
             problems.add("occurred_at", f"lies {(occurred - reported) // 1000} s after it was reported")
-        event_id = record.get("event_id")
-        if isinstance(event_id, str) and len(event_id) > 128:
-            problems.add("event_id", "is longer than 128 characters")
+        for name in ("event_id", "corrects_event_id"):
+            _check_id(record.get(name), name, problems)
         self._check(record, problems)
+        if len(problems) > MAX_PROBLEMS:
+            more = len(problems) - MAX_PROBLEMS
+            del problems[MAX_PROBLEMS:]
+            problems.add("<item>", f"{more} more problems are not listed; fix the ones above first")
         return Validated(record, list(problems))
+
+
+def _check_id(value: Any, name: str, problems: Problems) -> None:
+    """Event ids hold no control characters: they are namespaced, logged, and written into record
+    headers whose parts are separated by one (US, 0x1f)."""
+    if not isinstance(value, str):
+        return
+    if len(value) > 128:
+        problems.add(name, "is longer than 128 characters")
+    bad = next((c for c in value if c < " " or "\x7f" <= c < "\xa0"), None)
+    if bad is not None:
+        problems.add(name, f"holds the control character U+{ord(bad):04X}")

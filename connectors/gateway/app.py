@@ -7,12 +7,21 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from connectors.gateway.ingest import INGESTED_KINDS, Ingestor, Outcome, PublishError, iso
+from connectors.gateway.ingest import (
+    INGESTED_KINDS,
+    RAW_KEEP_BYTES,
+    Ingestor,
+    Outcome,
+    PublishError,
+    iso,
+    truncation_note,
+)
 from connectors.gateway.items import Rejection
 from connectors.gateway.keys import KeyRing, Source
 from connectors.gateway.openapi import openapi_document
@@ -23,6 +32,7 @@ from connectors.gateway.rebuild import rebuild_dedup
 from monitoring import metrics
 from monitoring.aiohttp import metrics_endpoint
 from schemas.codec import codec
+from schemas.validation import FieldError
 from streams.settings import Settings
 
 log = logging.getLogger("pora.gateway")
@@ -43,15 +53,67 @@ def _api_key(request: web.Request) -> str | None:
 
 
 def _authenticate(request: web.Request) -> Source | web.Response:
-    source = request.app[KEYS].authenticate(_api_key(request))
+    """The key's source, or the 401. Unauthenticated bodies are not read nor dead-lettered: anyone
+    could fill the topic with them; they are counted in the access metrics instead."""
+    key = _api_key(request)
+    source = request.app[KEYS].authenticate(key)
     if source is None:
         return problem(
             401,
             "unauthenticated",
             "missing or unknown API key",
             headers={"WWW-Authenticate": 'Bearer realm="pora-gateway"'},
+            errors=[{"field": "Authorization", "problem": "is missing" if not key else "is not a known API key"}],
         )
     return source
+
+
+@dataclass(frozen=True)
+class _Refused(BodyProblem):
+    """A body refused before it was read whole: its first bytes, and its size as far as known."""
+
+    head: bytes = b""
+    size: str = ""
+
+
+async def _read_body(request: web.Request) -> bytes | BodyProblem:
+    """The body, or (larger than the limit) a 413 holding the body's first bytes only. Never holds
+    more than the limit in memory, however large the body or its Content-Length."""
+    limit = request.app[SETTINGS].gateway_max_body_bytes
+    keep = min(RAW_KEEP_BYTES, limit)
+    declared = request.content_length
+    body = bytearray()
+    if declared is not None and declared > limit:  # refused unread, but for the dead letter's copy
+        while len(body) < keep and (chunk := await request.content.read(keep - len(body))):
+            body += chunk
+        return _too_large(bytes(body), limit, f"{declared} bytes (Content-Length)")
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:  # no or a false Content-Length (chunked): read no further
+            return _too_large(bytes(body[:keep]), limit, f"more than {limit} bytes")
+    return bytes(body)
+
+
+def _too_large(head: bytes, limit: int, size: str) -> BodyProblem:
+    detail = f"the body is larger than {limit} bytes (PORA_GATEWAY_MAX_BODY_BYTES): {size}"
+    errors = [FieldError("<body>", f"is {size}; at most {limit} are accepted")]
+    return _Refused(413, "too-large", detail, "too_large", errors, "gateway.receive", head, size)
+
+
+def _not_allowed(what: str, field: str) -> BodyProblem:
+    return BodyProblem(403, "forbidden", what, "forbidden", [FieldError(field, what)], "gateway.authorize")
+
+
+def _wrong_media_type(request: web.Request, wanted: str) -> BodyProblem:
+    what = f"is {request.content_type!r}; send {wanted}"
+    return BodyProblem(
+        415,
+        "unsupported-media-type",
+        f"Content-Type {what}",
+        "unsupported_media_type",
+        [FieldError("Content-Type", what)],
+        "gateway.receive",
+    )
 
 
 def _result(outcome: Outcome, total: int) -> web.Response:
@@ -114,17 +176,22 @@ async def _answer(
 ) -> web.Response:
     ingestor = request.app[INGESTOR]
     if isinstance(prepared, BodyProblem):
-        if prepared.reason:
-            await ingestor.dead_letter(
-                source.id,
-                kind,
-                [Rejection(0, "", prepared.reason, prepared.errors, raw)],
-                content_type=request.content_type,
-                step="gateway.parse",
-            )
-            metrics.EVENTS_REJECTED.labels(source.kind, kind, prepared.reason).inc()
+        # the whole body is one dead letter (cut to RAW_KEEP_BYTES by the ingestor, or here when
+        # it was refused before it was read whole)
+        errors = prepared.errors
+        if isinstance(prepared, _Refused):
+            raw = prepared.head
+            errors = [*errors, truncation_note(raw, len(raw), total=prepared.size)]
+        await ingestor.dead_letter(
+            source.id,
+            kind,
+            [Rejection(0, "", prepared.reason, errors, raw)],
+            content_type=request.content_type,
+            step=prepared.step,
+        )
+        metrics.EVENTS_REJECTED.labels(source.kind, kind, prepared.reason).inc()
         extra: dict[str, Any] = {"errors": [e.as_dict() for e in prepared.errors]} if prepared.errors else {}
-        return problem(prepared.status, prepared.problem, prepared.detail, **extra)
+        return problem(prepared.status, prepared.problem, prepared.detail, rejected=1, accepted=0, **extra)
     metrics.BATCH_SIZE.observe(prepared.total)
     outcome = await ingestor.complete(source, kind, prepared, now_ms, content_type=request.content_type)
     metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
@@ -135,18 +202,24 @@ async def post_events(request: web.Request) -> web.Response:
     started = time.perf_counter()
     kind = SLUGS.get(request.match_info["kind"])
     if kind is None:
-        return problem(404, "not-found", f"no event kind {request.match_info['kind']!r}; kinds: {', '.join(SLUGS)}")
+        what = f"{request.match_info['kind']!r} is not one of {', '.join(SLUGS)}"
+        return problem(404, "not-found", f"no event kind {what}", errors=[{"field": "kind", "problem": what}])
     source = _authenticate(request)
     if isinstance(source, web.Response):
         return source
-    if not source.may_send(kind):
-        return problem(403, "forbidden", f"a {source.kind} key may not send {kind} events")
-    if request.content_type != "application/json":
-        return problem(415, "unsupported-media-type", f"send application/json, not {request.content_type!r}")
-    raw = await request.read()
-    limit = request.app[SETTINGS].gateway_max_batch
-    with request.app[INGESTOR].request_clock() as now_ms:
-        prepared = await request.app[INGESTOR].pool.json(source, kind, raw, now_ms, limit)
+    raw = await _read_body(request)
+    ingestor = request.app[INGESTOR]
+    with ingestor.request_clock() as now_ms:
+        prepared: Prepared | BodyProblem
+        if isinstance(raw, BodyProblem):
+            prepared, raw = raw, b""
+        elif not source.may_send(kind):
+            prepared = _not_allowed(f"a {source.kind} key may not send {kind} events", "kind")
+        elif request.content_type != "application/json":
+            prepared = _wrong_media_type(request, "application/json")
+        else:
+            limit = request.app[SETTINGS].gateway_max_batch
+            prepared = await ingestor.pool.json(source, kind, raw, now_ms, limit)
         return await _answer(request, source, kind, raw, prepared, now_ms, "events", started)
 
 
@@ -156,14 +229,20 @@ async def post_register(request: web.Request) -> web.Response:
     if isinstance(source, web.Response):
         return source
     kind = "hotel_guest_event"
-    if not source.may_send(kind) or not source.binds:
-        return problem(403, "forbidden", "only a hotel key bound to one establishment may upload its guest register")
-    if request.content_type not in ("text/csv", "application/csv", "text/plain"):
-        return problem(415, "unsupported-media-type", f"send text/csv, not {request.content_type!r}")
-    raw = await request.read()
-    limit = request.app[SETTINGS].gateway_max_batch
-    with request.app[INGESTOR].request_clock() as now_ms:
-        prepared = await request.app[INGESTOR].pool.register(source, raw, now_ms, limit)
+    raw = await _read_body(request)
+    ingestor = request.app[INGESTOR]
+    with ingestor.request_clock() as now_ms:
+        prepared: Prepared | BodyProblem
+        if isinstance(raw, BodyProblem):
+            prepared, raw = raw, b""
+        elif not source.may_send(kind) or not source.binds:
+            what = "only a hotel key bound to one establishment may upload its guest register"
+            prepared = _not_allowed(what, "Authorization")
+        elif request.content_type not in ("text/csv", "application/csv", "text/plain"):
+            prepared = _wrong_media_type(request, "text/csv")
+        else:
+            limit = request.app[SETTINGS].gateway_max_batch
+            prepared = await ingestor.pool.register(source, raw, now_ms, limit)
         return await _answer(request, source, kind, raw, prepared, now_ms, "register", started)
 
 
@@ -204,11 +283,20 @@ async def errors_as_problems(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].gateway_max_body_bytes
-        return problem(413, "too-large", f"the body is larger than {limit} bytes")
+        what = f"is larger than {limit} bytes"
+        return problem(413, "too-large", f"the body {what}", errors=[{"field": "<body>", "problem": what}])
     except web.HTTPNotFound:
-        return problem(404, "not-found", f"no endpoint {request.method} {request.path}")
+        what = f"no endpoint {request.method} {request.path}"
+        return problem(404, "not-found", what, errors=[{"field": "<path>", "problem": "is not an endpoint"}])
     except web.HTTPMethodNotAllowed as exc:
-        return problem(405, "not-found", f"{request.method} is not allowed here; use {', '.join(exc.allowed_methods)}")
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return problem(
+            405,
+            "method-not-allowed",
+            f"{request.method} is not allowed here; use {allowed}",
+            headers={"Allow": allowed},
+            errors=[{"field": "<method>", "problem": f"{request.method} is not one of {allowed}"}],
+        )
     except PublishError as exc:
         log.error("dead-letter write failed: %s", exc)
         return problem(

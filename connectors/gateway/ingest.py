@@ -37,6 +37,12 @@ TOPIC_OF_KIND = {
 INGESTED_KINDS = tuple(TOPIC_OF_KIND)
 __all__ = ["INGESTED_KINDS", "TOPIC_OF_KIND", "Ingestor", "Item", "Outcome", "Receipt", "Rejection"]
 
+# The dead-letter copy of refused input keeps at most this much (and never more than a request may
+# carry): a refused 100 MB body or a 1 MB name is cut, with an error on "<raw>" that says so, the
+# full size and, when the gateway read it all, its SHA-256. Well below Kafka's default 1 MB
+# message size, so a dead letter is never refused by the broker for its size.
+RAW_KEEP_BYTES = 256 * 1024
+
 # The one record header the gateway writes: event id, received_at, content digest and client id,
 # separated by US (0x1f). The dedup index is rebuilt from it after a restart.
 RECEIPT_HEADER = "pora-receipt"
@@ -48,7 +54,9 @@ def receipt_header(event_id: str, received_ms: int, digest: str, client_id: str)
 
 
 def parse_receipt_header(raw: bytes) -> tuple[str, int, str, str]:
-    event_id, received, digest, client_id = raw.decode().split(_SEP, 3)
+    """The parts of a receipt header; ValueError when it is not one. Split from the right: the
+    client id holds no control character (validated), a source's id in the event id might."""
+    event_id, received, digest, client_id = raw.decode().rsplit(_SEP, 3)
     return event_id, int(received), digest, client_id
 
 
@@ -85,6 +93,13 @@ class Outcome:
 
 class PublishError(RuntimeError):
     """The broker did not acknowledge; nothing was receipted for the items concerned."""
+
+
+def truncation_note(raw: bytes, keep: int, *, total: str | None = None) -> FieldError:
+    """The error that tells a dead letter's reader its raw copy is cut; ``total``: the size when
+    the gateway did not read it all (then no digest)."""
+    whole = total or f"{len(raw)} bytes (SHA-256 {hashlib.sha256(raw).hexdigest()})"
+    return FieldError("<raw>", f"truncated: the first {keep} bytes of {whole} are kept")
 
 
 def iso(ms: int) -> str:
@@ -285,21 +300,25 @@ class Ingestor:
     ) -> None:
         """Write rejected input, raw, with its reasons; raises PublishError if the broker says no."""
         now_ms = now_ms or int(time.time() * 1000)
+        keep = min(RAW_KEEP_BYTES, self.settings.gateway_max_body_bytes)
         records = []
         for rej in rejected:
-            raw = rej.raw
+            raw, errors = rej.raw, rej.errors
+            letter_id = hashlib.sha256(source_id.encode() + raw + str(now_ms).encode() + rej.label.encode())
+            if len(raw) > keep:
+                errors = [*errors, truncation_note(raw, keep)]
+                raw = raw[:keep]
             letter = {
-                "event_id": "dl-"
-                + hashlib.sha256(source_id.encode() + raw + str(now_ms).encode() + rej.label.encode()).hexdigest()[:24],
+                "event_id": "dl-" + letter_id.hexdigest()[:24],
                 "occurred_at": int(time.time() * 1000),
                 "reported_at": now_ms,
                 "source": source_id,
                 "step": step,
                 "kind": kind,
                 "reason": rej.reason,
-                "errors": [e.as_dict() for e in rej.errors],
+                "errors": [e.as_dict() for e in errors],
                 "content_type": content_type,
-                "raw": raw[: self.settings.gateway_max_body_bytes],
+                "raw": raw,
             }
             records.append(
                 OutRecord(self._dead_letter_topic, source_id.encode() or None, self.codec.encode("dead_letter", letter))

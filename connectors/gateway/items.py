@@ -25,8 +25,44 @@ class Item:
             return self.raw
         try:
             return orjson.dumps(self.value)
-        except TypeError:
-            return repr(self.value).encode()
+        except TypeError:  # nested deeper than orjson writes (254 levels), or not JSON at all
+            return json_bytes(self.value)
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact JSON, however deeply nested (orjson and ``repr`` stop at a depth limit:
+    a batch item nested 1,000 levels deep is valid JSON and must still reach the dead letters)."""
+    out: list[bytes] = []
+    stack: list[Any] = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bytes):  # a piece of output pushed below
+            out.append(v)
+        elif isinstance(v, dict):
+            stack.append(b"}")
+            for i, (k, x) in enumerate(reversed(list(v.items()))):
+                stack.append(x)
+                stack.append(_scalar(str(k)) + b":")
+                if i < len(v) - 1:
+                    stack.append(b",")
+            stack.append(b"{")
+        elif isinstance(v, list | tuple):
+            stack.append(b"]")
+            for i, x in enumerate(reversed(v)):
+                stack.append(x)
+                if i < len(v) - 1:
+                    stack.append(b",")
+            stack.append(b"[")
+        else:
+            out.append(_scalar(v))
+    return b"".join(out)
+
+
+def _scalar(v: Any) -> bytes:
+    try:
+        return orjson.dumps(v)
+    except TypeError:
+        return orjson.dumps(repr(v))
 
 
 @dataclass

@@ -74,7 +74,8 @@ class Source:
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    # surrogatepass: aiohttp hands header bytes that are not UTF-8 over as lone surrogates
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_key() -> str:
@@ -97,9 +98,13 @@ class KeyRing:
     @classmethod
     def load(cls, path: Path) -> KeyRing:
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise KeyFileError(f"API key file {path} does not exist (set PORA_GATEWAY_KEYS_FILE)") from None
+        except UnicodeDecodeError as exc:
+            raise KeyFileError(f"API key file {path} is not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise KeyFileError(f"API key file {path} cannot be read: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise KeyFileError(f"API key file {path} is not valid TOML: {exc}") from None
         sources: dict[str, Source] = {}
@@ -111,6 +116,9 @@ class KeyRing:
             missing = [f for f in ("id", "kind", "key_sha256") if not entry.get(f)]
             if missing:
                 raise KeyFileError(f"{where}: missing {', '.join(missing)}")
+            for name in ("id", "binds", "key_sha256", "name", "region", "office", "utc_offset"):
+                if name in entry and not isinstance(entry[name], str):
+                    raise KeyFileError(f"{where}: {name} must be a string, not {type(entry[name]).__name__}")
             kind = entry["kind"]
             if not isinstance(kind, str) or kind not in BINDINGS:
                 raise KeyFileError(f"{where}: kind {kind!r} is not one of {', '.join(BINDINGS)}")

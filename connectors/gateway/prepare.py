@@ -47,13 +47,15 @@ class Prepared:
 
 @dataclass(frozen=True)
 class BodyProblem:
-    """The request as a whole is refused (unparseable, too large, empty)."""
+    """The request as a whole is refused (unparseable, too large, empty, not allowed); its body
+    goes to the dead letters whole, as one record."""
 
     status: int
     problem: str  # problem type
     detail: str
-    reason: str  # dead-letter reason; empty: not dead-lettered
+    reason: str  # dead-letter reason
     errors: list[FieldError] = field(default_factory=list)
+    step: str = "gateway.parse"  # where it was refused, as the dead letter names it
 
 
 _NOT_CONTENT = frozenset({"reported_at", "source", "event_id"})
@@ -161,11 +163,12 @@ class Preparer:
         if not isinstance(value, list):
             return self.prepare(source, kind, [Item(value=value, raw=body)], now_ms)
         if not value:
-            return BodyProblem(422, "invalid-events", "the batch is empty", "")
-        if len(value) > max_batch:
             return BodyProblem(
-                413, "too-large", f"the batch holds {len(value)} events; at most {max_batch} per request", ""
+                422, "invalid-events", "the batch is empty", "empty", [FieldError("<body>", "holds no events")]
             )
+        if len(value) > max_batch:
+            too_many = f"holds {len(value)} events; at most {max_batch} (PORA_GATEWAY_MAX_BATCH) per request"
+            return BodyProblem(413, "too-large", f"the batch {too_many}", "too_large", [FieldError("<body>", too_many)])
         return self.prepare(source, kind, [Item(value=v, label=f"[{i}]") for i, v in enumerate(value)], now_ms)
 
     def prepare_register(self, source: Source, body: bytes, now_ms: int, max_batch: int) -> Prepared | BodyProblem:
@@ -176,8 +179,9 @@ class Preparer:
                 400, "malformed-body", f"the register cannot be read: {exc}", "malformed_csv", exc.problems
             )
         if len(items) > max_batch:
+            too_many = f"holds {len(items)} rows; at most {max_batch} (PORA_GATEWAY_MAX_BATCH) per upload"
             return BodyProblem(
-                413, "too-large", f"the register holds {len(items)} rows; at most {max_batch} per upload", ""
+                413, "too-large", f"the register {too_many}", "too_large", [FieldError("<file>", too_many)]
             )
         return self.prepare(source, "hotel_guest_event", items, now_ms)
 

@@ -17,6 +17,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "too-large": "The body or the batch is larger than the gateway accepts.",
     "unsupported-media-type": "The Content-Type is not one the endpoint accepts.",
     "not-found": "No such endpoint or event kind.",
+    "method-not-allowed": "The endpoint does not answer this HTTP method.",
     "unavailable": "The broker did not acknowledge in time; nothing without a receipt was accepted. Retry.",
     "internal": "An unexpected error; it has been logged.",
 }

@@ -4,12 +4,15 @@ client retrying an event accepted before the restart still gets the first receip
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.gateway.ingest import RECEIPT_HEADER, TOPIC_OF_KIND, DedupIndex, parse_receipt_header
 from streams.settings import Settings
+
+log = logging.getLogger("pora.gateway")
 
 
 async def rebuild_dedup(settings: Settings, dedup: DedupIndex, *, timeout_s: float = 300.0) -> int:
@@ -43,10 +46,17 @@ async def rebuild_dedup(settings: Settings, dedup: DedupIndex, *, timeout_s: flo
             for records in batches.values():
                 for rec in records:
                     for name, value in rec.headers:
-                        if name == RECEIPT_HEADER:
+                        if name != RECEIPT_HEADER:
+                            continue
+                        try:
                             event_id, received_ms, digest, client_id = parse_receipt_header(value)
-                            dedup.remember(kind_of[rec.topic], event_id, digest, received_ms, client_id)
-                            count += 1
+                        except (ValueError, AttributeError) as exc:  # not written by a gateway: skip
+                            log.warning(
+                                "%s[%d]@%d: unreadable receipt header: %s", rec.topic, rec.partition, rec.offset, exc
+                            )
+                            continue
+                        dedup.remember(kind_of[rec.topic], event_id, digest, received_ms, client_id)
+                        count += 1
             # The high watermark from fetch responses is exact, even where ListOffsets is not (Tansu).
             for tp in list(pending):
                 hw = consumer.highwater(tp)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
 from typing import Any
 
 from connectors.gateway.items import Item
@@ -42,6 +43,8 @@ TOP = {
 }
 KNOWN = GUEST | TOP | set(ESTABLISHMENT)
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?$")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+MAX_HEADER_PROBLEMS = 20
 
 
 class RegisterError(ValueError):
@@ -63,53 +66,84 @@ def _decode(body: bytes) -> str:
 
 def parse_register(body: bytes, source: Source) -> list[Item]:
     text = _decode(body)
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
+    first = _LINE_END.split(text, maxsplit=1)[0]  # the header line, as csv reads lines
+    if not first.strip():
         raise RegisterError([FieldError("<header>", "the file is empty; the first line must name the columns")])
-    delimiter = ";" if lines[0].count(";") > lines[0].count(",") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header = [h.strip().lower() for h in next(reader)]
-    problems = [FieldError("<header>", f"column {c!r} is missing") for c in REQUIRED if c not in header]
-    problems += [
-        FieldError("<header>", f"column {c!r} is not known (known: {', '.join(sorted(KNOWN))})")
-        for c in header
-        if c not in KNOWN
-    ]
-    dupes = {c for c in header if header.count(c) > 1}
-    problems += [FieldError("<header>", f"column {c!r} appears more than once") for c in sorted(dupes)]
-    if problems:
-        raise RegisterError(problems)
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    # newline="": the csv module sees \r, \n and \r\n line ends itself (and newlines in quotes)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header_row = next(reader)
+        header = [h.strip().lower() for h in header_row]
+        problems = [FieldError("<header>", f"column {c!r} is missing") for c in REQUIRED if c not in header]
+        unknown = [c for c in dict.fromkeys(header) if c not in KNOWN]
+        problems += _at_most(
+            [
+                FieldError("<header>", f"column {_clip(c)!r} is not known (known: {', '.join(sorted(KNOWN))})")
+                for c in unknown[:MAX_HEADER_PROBLEMS]
+            ],
+            len(unknown),
+            "columns are not known",
+        )
+        dupes = sorted(c for c, n in Counter(header).items() if n > 1)
+        problems += _at_most(
+            [
+                FieldError("<header>", f"column {_clip(c)!r} appears more than once")
+                for c in dupes[:MAX_HEADER_PROBLEMS]
+            ],
+            len(dupes),
+            "columns appear more than once",
+        )
+        if problems:
+            raise RegisterError(problems)
 
-    offset = source.attribute("utc_offset", "+07:00")  # checked when the key file was loaded
-    items: list[Item] = []
-    header_line = lines[0]
-    for row in reader:
-        line_no = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        raw = (header_line + "\n" + _row_text(row, delimiter)).encode()
-        label = f"row {line_no}"
-        if len(row) != len(header):
-            items.append(
-                Item(
-                    value=None,
-                    raw=raw,
-                    label=label,
-                    problems=(FieldError("<row>", f"has {len(row)} cells, the header has {len(header)}"),),
+        offset = source.attribute("utc_offset", "+07:00")  # checked when the key file was loaded
+        items: list[Item] = []
+        header_line = _row_text(header_row, delimiter)
+        for row in reader:
+            line_no = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            raw = (header_line + _row_text(row, delimiter)).encode()
+            label = f"row {line_no}"
+            if len(row) != len(header):
+                items.append(
+                    Item(
+                        value=None,
+                        raw=raw,
+                        label=label,
+                        problems=(FieldError("<row>", f"has {len(row)} cells, the header has {len(header)}"),),
+                    )
                 )
-            )
-            continue
-        cells = {h: c.strip() for h, c in zip(header, row, strict=True)}
-        items.append(Item(value=_event(cells, source, offset), raw=raw, label=label))
+                continue
+            cells = {h: c.strip() for h, c in zip(header, row, strict=True)}
+            items.append(Item(value=_event(cells, source, offset), raw=raw, label=label))
+    except csv.Error as exc:  # a cell longer than the csv module reads (often an unclosed quote)
+        raise RegisterError([FieldError(f"line {reader.line_num}", f"cannot be read as CSV: {exc}")]) from None
     if not items:
         raise RegisterError([FieldError("<file>", "holds a header but no rows")])
     return items
 
 
+def _at_most(problems: list[FieldError], total: int, what: str) -> list[FieldError]:
+    """The first problems of a kind and a count of the rest: a header of a million columns gets
+    an answer of a few lines."""
+    if total > len(problems):
+        problems.append(FieldError("<header>", f"{total - len(problems)} more {what}"))
+    return problems
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def _row_text(row: list[str], delimiter: str) -> str:
     """The row as CSV again, quoted where a cell needs it, so that it reads back the same."""
     out = io.StringIO()
-    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(row)
+    if any("\r" in cell for cell in row):  # the writer quotes a \r only if it is in its line terminator
+        csv.writer(out, delimiter=delimiter, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(row)
+    else:
+        csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(row)
     return out.getvalue()
 
 
