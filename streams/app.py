@@ -133,6 +133,8 @@ def build_app(
         out = outbox
     started = False
     seen: dict[Any, int] = {}  # last offset processed, per topic partition (the lag's position)
+    caught_up = asyncio.Event()  # what other workers wrote is known (cleared while it is read)
+    caught_up.set()
 
     async def ready() -> None:
         nonlocal started
@@ -159,7 +161,13 @@ def build_app(
         seen.clear()
         gauges.assigned(assigned, person_topics)
         if read_emitted is not None:
-            emitted.update(await asyncio.get_running_loop().run_in_executor(None, read_emitted))
+            # the agents hold until it is read: the fetcher runs on during this await, and an
+            # alert sent before the read ends could be one another worker wrote already
+            caught_up.clear()
+            try:
+                emitted.update(await asyncio.get_running_loop().run_in_executor(None, read_emitted))
+            finally:
+                caught_up.set()
             log.info("partitions assigned: %d; %d records already written", len(assigned), len(emitted))
 
     app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]
@@ -219,6 +227,8 @@ def build_app(
         manual: Any = stream  # faust's StreamT stub lacks noack()
         drained = _buffer_empty(manual)
         async for event in manual.noack().events():
+            if not caught_up.is_set():
+                await caught_up.wait()
             message = event.message
             p = message.partition
             seen[message.tp] = message.offset
@@ -242,6 +252,8 @@ def build_app(
         manual: Any = stream
         drained = _buffer_empty(manual)
         async for event in manual.noack().events():
+            if not caught_up.is_set():
+                await caught_up.wait()
             message = event.message
             q = message.partition
             seen[message.tp] = message.offset
@@ -355,7 +367,7 @@ def _dead_letter(c: Any, raw: bytes, topic: str, partition: int, offset: int, re
         "step": "worker.decode",
         "kind": None,
         "reason": "undecodable",
-        "errors": [{"field": "<record>", "problem": reason}],
+        "errors": [{"field": "<record>", "problem": f"{topic}[{partition}] offset {offset}: {reason}"}],
         "content_type": "avro/binary",
         "raw": raw,
     }

@@ -173,7 +173,7 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     make_topics(kafka_bootstrap, "det-k.")
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix="det-k.", topic_partitions=3)
 
-    worker = start_worker(settings)
+    worker = start_worker(settings, log_path=tmp_path / "worker-1.log")
     time.sleep(3)
     asyncio.run(replay(settings, first))
     before = alerts_when_settled(settings, quiet_s=3)
@@ -181,7 +181,7 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     os.kill(worker.pid, 9)  # no goodbye: nothing flushed, nothing committed
     worker.wait(10)
 
-    worker = start_worker(settings)
+    worker = start_worker(settings, log_path=tmp_path / "worker-2.log")
     try:
         time.sleep(3)
         asyncio.run(replay(settings, second))
