@@ -313,7 +313,7 @@ def test_a_worker_dead_letters_what_it_cannot_decode_and_goes_on(
         letter = by_place[f"dl-worker:{crossings}:{partition}:{offset}"]  # the record's place
         assert (letter["step"], letter["reason"], letter["raw"]) == ("worker.decode", "undecodable", raw)
         assert [e["field"] for e in letter["errors"]] == ["<record>"]
-        assert letter["errors"][0]["problem"] == problem
+        assert letter["errors"][0]["problem"] == f"{crossings}[{partition}] offset {offset}: {problem}"
 
 
 def _write_malformed(bootstrap: str, topic: str, settings: Settings) -> dict[tuple[int, int], tuple[bytes, str]]:
