@@ -70,6 +70,12 @@ class Source:
             value = value.get(part) if isinstance(value, dict) else None
         if value != self.binds:
             return ".".join(path), f"is {value!r}, but this key reports only for {self.binds!r}"
+        # the office an alert is routed to comes from the registry when the key file has it, so a
+        # source cannot send its alerts (or another's attention) to another office
+        office = self.attribute("office")
+        entity = record.get(path[0]) if len(path) == 2 else None
+        if office and isinstance(entity, dict) and "office" in entity and entity["office"] != office:
+            return f"{path[0]}.office", f"is {entity['office']!r}, but {self.binds!r} is registered with {office!r}"
         return None
 
 

@@ -183,6 +183,12 @@ def test_keys_are_bound_to_their_source(gateway: RunningGateway, topics: dict[st
     assert status == 403 and body["errors"][0]["field"] == "establishment.establishment_id"
     assert "EST-BTM-0001" in body["errors"][0]["problem"]
 
+    # its own establishment, but routed to another office than the key file registers: refused
+    elsewhere = f.hotel_check_in({**HOTEL, "office": "KANIM-MEDAN"})
+    status, body, _ = gateway.post(EVENTS + "hotel-guest-events", elsewhere, source="hotel")
+    assert status == 403 and body["errors"][0]["field"] == "establishment.office"
+    assert HOTEL["office"] in body["errors"][0]["problem"]
+
     status, body, _ = gateway.post(EVENTS + "border-crossings", f.arrival(CHECKPOINTS[0]), source="hotel")
     assert status == 403 and "may not send border_crossing" in body["detail"]
 
@@ -199,8 +205,8 @@ def test_keys_are_bound_to_their_source(gateway: RunningGateway, topics: dict[st
     # a trusted system source (replay) may post for anyone
     assert gateway.post(EVENTS + "border-crossings", f.arrival(CHECKPOINTS[1]), source="system")[0] == 200
     assert consume(topics["hotel.guest-events"], 0, timeout=1) == []
-    letters = decoded(consume(topics["dead-letters"], 4))
-    assert sorted(x["reason"] for x in letters) == ["forbidden"] * 4  # the kind this key may not send too
+    letters = decoded(consume(topics["dead-letters"], 5))
+    assert sorted(x["reason"] for x in letters) == ["forbidden"] * 5  # the kind this key may not send too
 
 
 def test_csv_register_reports_the_bad_row_and_accepts_the_rest(
