@@ -40,3 +40,13 @@ def promql_metric_names(expr: str) -> set[str]:
     without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
     without_labels = re.sub(r"\{[^}]*\}", "{}", without_strings)
     return {m for m in _PROMQL_WORD.findall(without_labels) if m.startswith("pora_")}
+
+
+def pora_samples(exposition: str) -> dict[str, float]:
+    """The ``pora_*`` samples of a /metrics answer, as {'name{labels}': value} (for checks)."""
+    out: dict[str, float] = {}
+    for line in exposition.splitlines():
+        if line.startswith("pora_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out

@@ -200,16 +200,13 @@ def _scrape(port: int) -> dict[str, float]:
     """A worker's /metrics as {"name{labels}": value} (only what the test reads)."""
     import urllib.request
 
+    from monitoring.catalog import pora_samples
+
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:  # not serving yet (or gone: the caller's wait says so)
         return {}
-    out: dict[str, float] = {}
-    for line in body.splitlines():
-        if line.startswith("pora_") and " " in line:
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
+    return pora_samples(body)
 
 
 def _sum(port: int, name: str) -> float:

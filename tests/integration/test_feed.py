@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 
 from connectors.feed.serve import FeedThread
 from connectors.feed.users import User, UserStore, hash_password, token_hash
+from monitoring.catalog import pora_samples
 from schemas.codec import codec
 from streams.detect.alerts import Evidence, Finding, alert_record
 from streams.settings import Settings
@@ -172,10 +173,7 @@ def test_a_supervisor_sees_its_office_only_in_pages_api_and_stream(
 def _metrics(feed: FeedThread) -> dict[str, float]:
     status, body, _ = Client(feed.url).request("/metrics")
     assert status == 200
-    return {
-        name: float(value)
-        for name, value in (line.rsplit(" ", 1) for line in body.decode().splitlines() if line.startswith("pora_"))
-    }
+    return pora_samples(body.decode())
 
 
 def test_triage_is_checked_and_written_to_the_actions_topic(
