@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from connectors.gateway.ingest import INGESTED_KINDS, Ingestor, Item
+from connectors.gateway.ingest import INGESTED_KINDS, TOPIC_OF_KIND, Ingestor, Item
 from connectors.gateway.keys import Source
+from connectors.gateway.partitioning import partition_for
+from connectors.gateway.prepare import Preparer
 from connectors.gateway.publisher import KafkaPublisher
 from connectors.gateway.rebuild import rebuild_dedup
 from schemas.codec import codec
@@ -116,6 +118,40 @@ def _timestamp(field_name: str, value: Any) -> int:
 
 def _describe(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def topic_records(
+    events: Iterable[dict[str, Any]], end_ms: int, partitions: int, secret: bytes, *, window: int = 1000
+) -> Iterator[tuple[str, int, bytes]]:
+    """(topic without prefix, partition, Avro value) of what `pora replay` writes for ``events``
+    (``{"kind", "event"}`` lines), without a broker: each event as the gateway prepares it, a clock
+    tick into every partition of every topic after each ``window`` events and one at ``end_ms``.
+    For the offline reference (:func:`streams.detect.offline.detect_offline`) and the tests."""
+    preparer = Preparer(secret, 10**12)
+    c = codec()
+
+    def ticks(at_ms: int) -> Iterator[tuple[str, int, bytes]]:
+        for topic in TOPIC_OF_KIND.values():
+            for p in range(partitions):
+                tick = {
+                    "event_id": f"tick:{REPLAY_SOURCE.id}:{topic}:{p}:{at_ms}",
+                    "occurred_at": at_ms,
+                    "reported_at": at_ms,
+                    "source": REPLAY_SOURCE.id,
+                }
+                yield topic, p, c.encode("clock_tick", tick)
+
+    last_at = None
+    for i, line in enumerate(events, start=1):
+        prepared = preparer.prepare(REPLAY_SOURCE, line["kind"], [Item(line["event"])], 0)
+        if prepared.rejections:
+            raise ReplayError(f"event {i} is refused: {prepared.rejections[0]}")
+        (ready,) = prepared.ready
+        yield TOPIC_OF_KIND[line["kind"]], partition_for(ready.key, partitions), ready.value
+        last_at = _timestamp("reported_at", line["event"]["reported_at"])
+        if i % window == 0:
+            yield from ticks(last_at)
+    yield from ticks(end_ms)
 
 
 async def replay(

@@ -64,6 +64,10 @@ class TppoConfig(_Strict):
     weights: TppoWeights
 
 
+class RetentionConfig(_Strict):
+    days: int = Field(ge=1)
+
+
 class RulesConfig(_Strict):
     version: str = Field(min_length=1)
     time: TimeConfig
@@ -73,6 +77,7 @@ class RulesConfig(_Strict):
     establishment_silent: EstablishmentSilentConfig
     sponsor: SponsorConfig
     tppo: TppoConfig
+    retention: RetentionConfig
 
 
 def load_rules(path: Path | None = None) -> RulesConfig:

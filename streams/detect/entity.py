@@ -19,7 +19,18 @@ from typing import Any
 from streams import topics
 from streams.detect.alerts import AlertStates, Evidence, Finding, alert_record, transition
 from streams.detect.config import RulesConfig
-from streams.detect.person import EPOCH_ORDINAL, HOUR_MS, day_start, days, local_day, ms, show_day, tppo_finding
+from streams.detect.person import (
+    DAY_MS,
+    EPOCH_ORDINAL,
+    HOUR_MS,
+    day_start,
+    days,
+    local_day,
+    ms,
+    show_day,
+    tppo_finding,
+)
+from streams.detect.retention import Horizon, RecentIds
 from streams.detect.timeline import EVENT, Timeline
 
 
@@ -78,7 +89,10 @@ class EntityDetector:
         self.alerts: AlertStates = {}
         self.journeys: dict[str, list[dict[str, Any]]] = {}  # reference -> departure facts
         self.grouped: set[str] = set()  # departures that have the group indicator
-        self.applied: set[str] = set()
+        retain_ms = rules.retention.days * DAY_MS
+        self.applied = RecentIds(retain_ms)
+        # departures forgotten after the retention horizon: their group windows closed long before
+        self._journey_horizon: Horizon[tuple[str, str]] = Horizon(retain_ms, self._forget_journey)
         self._clock = clock or (lambda: int(_time.time() * 1000))
         self._out: list[dict[str, Any]] = []
 
@@ -104,10 +118,8 @@ class EntityDetector:
         for at, rank, payload in self.timeline.release():
             if rank == EVENT:
                 what, body = payload
-                key = str(body.get("id") or body.get("event_id"))
-                if key in self.applied:
+                if not self.applied.add(str(body.get("id") or body.get("event_id")), at):
                     continue
-                self.applied.add(key)
                 if what == "fact":
                     self._fact(at, body)
                 else:
@@ -180,6 +192,7 @@ class EntityDetector:
         window = int(t.group_window_hours * HOUR_MS)
         journeys = self.journeys.setdefault(fact["ref"], [])
         journeys.append(fact)
+        self._journey_horizon.add(at, (fact["ref"], fact["dep"]))
         new = int(fact["occurred_at"])
         # every window that ends at a departure and now holds this one
         for end in sorted({int(j["occurred_at"]) for j in journeys if new <= int(j["occurred_at"]) <= new + window}):
@@ -190,6 +203,16 @@ class EntityDetector:
                 if j["dep"] not in self.grouped:
                     self.grouped.add(j["dep"])
                     self._add_group_indicator(at, j, fact["ref"], len({m["pk"] for m in members}))
+
+    def _forget_journey(self, _: int, item: tuple[str, str]) -> None:
+        ref, dep = item
+        journeys = self.journeys.get(ref)
+        if journeys is not None:
+            journeys[:] = [j for j in journeys if j["dep"] != dep]
+            if not journeys:
+                del self.journeys[ref]
+        if dep in self.grouped:
+            self.grouped.discard(dep)
 
     def _add_group_indicator(self, at: int, journey: dict[str, Any], ref: str, travellers: int) -> None:
         t = self.rules.tppo
@@ -221,7 +244,6 @@ class EntityDetector:
             status, step = "RAISED", 0
         else:
             return
-        self.alerts.setdefault(finding.alert_id, (finding, status, step))
         self._out.append(
             alert_record(
                 finding, status=status, step=step, version=self.rules.version, at=at, emitted_at=self._clock(), tag=ref

@@ -15,6 +15,7 @@ from typing import Any
 from streams import topics
 from streams.detect.alerts import AlertStates, Evidence, Finding, alert_record, transition
 from streams.detect.config import RulesConfig
+from streams.detect.retention import RecentIds
 from streams.detect.timeline import EVENT, NEVER, Timeline
 
 DAY_MS = 86_400_000
@@ -22,6 +23,8 @@ HOUR_MS = 3_600_000
 WIB_MS = 7 * HOUR_MS
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 CITIZEN = "IDN"
+# the rules whose window is a check-in's event id: retired with the check-in
+CHECK_IN_RULES = frozenset({"report.late", "overstay.located", "report.checkout_missing"})
 INPUTS = (topics.HOTEL_GUEST_EVENTS, topics.BORDER_CROSSINGS, topics.PERMIT_UPDATES, topics.AGENCY_REPORTS)
 
 
@@ -64,7 +67,7 @@ def rupiah(amount: int) -> str:
     return "Rp " + f"{amount:,}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Arrival:
     event_id: str
     occurred_at: int
@@ -74,7 +77,7 @@ class Arrival:
     declared_establishment_id: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Permit:
     event_id: str
     occurred_at: int
@@ -83,7 +86,7 @@ class Permit:
     action: str
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckIn:
     event_id: str
     establishment_id: str
@@ -95,26 +98,45 @@ class CheckIn:
     reported_at: int
     checked_out: bool = False
     cancelled: bool = False
+    changed_at: int = NEVER  # event time of the last report about it (check-in, out, cancel, correction)
+
+    def sighting(self) -> Sighting:
+        """What this stay says of the person's whereabouts (RULES.md): the hotel vouches for the
+        stay it reported, up to the expected check-out while the guest has not checked out."""
+        day = self.check_in_date
+        if not self.checked_out and self.expected_out is not None and self.expected_out > day:
+            day = self.expected_out
+        return day, self.event_id, self.office, f"checked in at {self.establishment_name}"
 
 
-@dataclass
+Sighting = tuple[int, str, str, str]  # (last local day it covers, sighting id, office, what)
+
+
+@dataclass(slots=True)
 class Person:
     key: str
     nationality: str = ""
-    crossings: list[tuple[int, str, str]] = field(default_factory=list)  # occurred_at, direction, event id
+    last_crossing: tuple[int, str, str] | None = None  # the latest (occurred_at, direction, event id)
     arrival: Arrival | None = None
     permit: Permit | None = None
     checkins: dict[str, CheckIn] = field(default_factory=dict)
     screened_at: dict[str, str] = field(default_factory=dict)  # checkpoint id -> departure event id
     alerts: AlertStates = field(default_factory=dict)
-    # whereabouts: sighting id -> (last local day it covers, office, what); see RULES.md
-    sightings: dict[str, tuple[int, str, str]] = field(default_factory=dict)
-    accounted: tuple[int, str, str, str] | None = None  # (day W, sighting id, office, what) of the running count
-    applied: set[str] = field(default_factory=set)
+    # whereabouts: the best of the sightings that can no longer change (arrivals, check-outs, sponsor
+    # listings, retired check-ins); the open check-ins are weighed against it each time
+    settled: Sighting | None = None
+    accounted: Sighting | None = None  # (day W, sighting id, office, what) of the running count
+    touched: int = NEVER  # event time of the last record about the person
+    busy_until: int = NEVER  # the latest check-out deadline set for the person
+    retiring: bool = False  # a retire timer is pending
 
     @property
     def in_country(self) -> bool:
-        return bool(self.crossings) and max(self.crossings)[1] == "ARRIVAL"
+        return self.last_crossing is not None and self.last_crossing[1] == "ARRIVAL"
+
+    def sighted(self, sighting: Sighting) -> None:
+        if self.settled is None or sighting[:2] > self.settled[:2]:
+            self.settled = sighting
 
     def authorised(self) -> tuple[int, str, str] | None:
         """(authorised-until day, office, event id it comes from), or None."""
@@ -178,6 +200,8 @@ class PersonDetector:
         # facts for the establishment/sponsor stage: (key, fact); key None = to every partition
         self.facts: list[tuple[bytes | None, dict[str, Any]]] = []
         self._forwarded = NEVER
+        self.retain_ms = rules.retention.days * DAY_MS
+        self.applied = RecentIds(self.retain_ms)
 
     # ------------------------------------------------------------------ input
 
@@ -264,23 +288,37 @@ class PersonDetector:
             person = self._person(rec["holder"])
         else:
             return  # agency reports feed no person rule yet
-        if rec["event_id"] in person.applied:
+        if not self.applied.add(str(rec["event_id"]), at):
             return  # redelivered
-        person.applied.add(rec["event_id"])
+        person.touched = at
+        if not person.retiring:
+            person.retiring = True
+            self.timeline.schedule(at + self.retain_ms, f"{person.key}:retire", ("retire", person.key))
         if kind == "border_crossing":
             self._crossing(person, at, rec)
         elif kind == "hotel_guest_event":
             self._hotel(person, at, rec)
         elif kind == "roster":
-            person.sightings[rec["event_id"]] = (
-                self._next_roster_due(int(rec["day"])),
-                rec["office"],
-                f"listed by sponsor {rec['sponsor']} for the period to {show_day(int(rec['day']))}",
+            person.sighted(
+                (
+                    self._next_roster_due(int(rec["day"])),
+                    rec["event_id"],
+                    rec["office"],
+                    f"listed by sponsor {rec['sponsor']} for the period to {show_day(int(rec['day']))}",
+                )
             )
         else:
             self._permit(person, at, rec)
         if person.nationality != CITIZEN:
             self._whereabouts(person, at)
+
+    def _schedule(self, person: Person, at: int, tie: str, payload: tuple[Any, ...], *, keyed: bool = True) -> None:
+        """A timer for one of the person's rules. ``keyed``: it replaces the pending one with the same
+        tie, which its payload says is stale (every such timer checks, when it fires, that the state
+        it was set for still holds)."""
+        if payload[0] == "checkout":  # the only rule that fires for someone no longer in the country
+            person.busy_until = max(person.busy_until, at)
+        self.timeline.schedule(at, tie, payload, key=tie if keyed else None)
 
     def _schedule_stay(self, person: Person) -> None:
         auth = person.authorised()
@@ -288,19 +326,21 @@ class PersonDetector:
             return
         until = auth[0]
         o = self.rules.overstay
-        self.timeline.schedule(day_start(until + 1), f"{person.key}:overstay", ("overstay", person.key, until))
-        self.timeline.schedule(
-            day_start(until + o.escalate_at_days), f"{person.key}:escalate", ("escalate", person.key, until)
+        self._schedule(person, day_start(until + 1), f"{person.key}:overstay", ("overstay", person.key, until))
+        self._schedule(
+            person, day_start(until + o.escalate_at_days), f"{person.key}:escalate", ("escalate", person.key, until)
         )
         warn_at = day_start(until - o.warn_before_days)
         if person.arrival is not None and warn_at > person.arrival.occurred_at:
-            self.timeline.schedule(warn_at, f"{person.key}:expiring", ("expiring", person.key, until))
+            self._schedule(person, warn_at, f"{person.key}:expiring", ("expiring", person.key, until))
 
     def _crossing(self, person: Person, at: int, rec: dict[str, Any]) -> None:
         occurred = ms(rec["occurred_at"])
         direction = rec["direction"]
         checkpoint = rec["checkpoint"]
-        person.crossings.append((occurred, direction, rec["event_id"]))
+        crossing = (occurred, direction, str(rec["event_id"]))
+        if person.last_crossing is None or crossing > person.last_crossing:
+            person.last_crossing = crossing
         citizen = person.nationality == CITIZEN
         if direction == "ARRIVAL" and not citizen and rec.get("arrival"):
             arr = rec["arrival"]
@@ -314,14 +354,17 @@ class PersonDetector:
                     arr.get("declared_establishment_id"),
                 )
                 self._schedule_stay(person)
-                person.sightings[rec["event_id"]] = (
-                    local_day(occurred),
-                    checkpoint["office"],
-                    f"arrived at {checkpoint.get('name') or checkpoint['checkpoint_id']}",
+                person.sighted(
+                    (
+                        local_day(occurred),
+                        rec["event_id"],
+                        checkpoint["office"],
+                        f"arrived at {checkpoint.get('name') or checkpoint['checkpoint_id']}",
+                    )
                 )
                 if arr.get("declared_establishment_id"):
                     deadline = occurred + int(2 * self.rules.reporting.hotel_deadline_hours * HOUR_MS)
-                    self.timeline.schedule(deadline, f"{person.key}:missing", ("missing", person.key, rec["event_id"]))
+                    self._schedule(person, deadline, f"{person.key}:missing", ("missing", person.key, rec["event_id"]))
         elif direction == "DEPARTURE" and not citizen:
             self._foreigner_departure(person, at, rec, occurred)
         elif direction == "DEPARTURE" and citizen and rec.get("departure"):
@@ -357,10 +400,12 @@ class PersonDetector:
         grace = int(self.rules.reporting.checkout_grace_hours * HOUR_MS)
         for ci in person.checkins.values():
             if not ci.checked_out and not ci.cancelled and ci.occurred_at <= occurred:
-                self.timeline.schedule(
+                self._schedule(
+                    person,
                     at + grace,
                     f"{person.key}:checkout:{ci.event_id}",
                     ("checkout", person.key, ci.event_id, "departed"),
+                    keyed=False,  # its payload names no state: each departure's must fire
                 )
 
     def _overstay_finding(
@@ -532,6 +577,7 @@ class PersonDetector:
                 days(rec["expected_check_out_date"]) if rec.get("expected_check_out_date") is not None else None,
                 ms(rec["occurred_at"]),
                 at,
+                changed_at=at,
             )
             person.checkins[ci.event_id] = ci
             self.facts.append(
@@ -555,7 +601,7 @@ class PersonDetector:
                 self._schedule_checkout(person, ci)
         elif action == "CHECK_OUT":
             out_day = days(rec["check_out_date"]) if rec.get("check_out_date") is not None else local_day(at)
-            person.sightings[rec["event_id"]] = (out_day, est["office"], f"checked out of {est['name']}")
+            person.sighted((out_day, rec["event_id"], est["office"], f"checked out of {est['name']}"))
             open_stays = [
                 c
                 for c in person.checkins.values()
@@ -565,11 +611,13 @@ class PersonDetector:
                 and c.check_in_date <= out_day
             ]
             if open_stays:
-                max(open_stays, key=lambda c: (c.check_in_date, c.event_id)).checked_out = True
+                stay = max(open_stays, key=lambda c: (c.check_in_date, c.event_id))
+                stay.checked_out, stay.changed_at = True, at
         elif action in ("CANCEL", "CORRECTION"):
             target = person.checkins.get(rec.get("corrects_event_id") or "")
             if target is None:
-                return  # not a check-in of this person (or of another partition): nothing to amend here
+                return  # not a check-in of this person, or one retired: nothing to amend here
+            target.changed_at = at
             if action == "CANCEL":
                 target.cancelled = True
                 for rule in ("report.late", "overstay.located", "report.checkout_missing"):
@@ -595,12 +643,15 @@ class PersonDetector:
 
     def _schedule_checkout(self, person: Person, ci: CheckIn) -> None:
         assert ci.expected_out is not None
-        due = day_start(ci.expected_out + 1) + int(self.rules.reporting.checkout_grace_hours * HOUR_MS)
-        self.timeline.schedule(
-            due,
+        self._schedule(
+            person,
+            self._checkout_due(ci.expected_out),
             f"{person.key}:checkout:{ci.event_id}",
             ("checkout", person.key, ci.event_id, "expected", ci.expected_out),
         )
+
+    def _checkout_due(self, expected_out: int) -> int:
+        return day_start(expected_out + 1) + int(self.rules.reporting.checkout_grace_hours * HOUR_MS)
 
     def _late(self, person: Person, ci: CheckIn) -> None:
         limit = self.rules.reporting.hotel_deadline_hours
@@ -648,19 +699,13 @@ class PersonDetector:
 
     def _whereabouts(self, person: Person, at: int) -> None:
         """Recompute W, the last day a hotel, sponsor or arrival accounts for the person (RULES.md)."""
-        best: tuple[int, str, str, str] | None = None
+        best = person.settled
         for ci in person.checkins.values():
             if ci.cancelled:
                 continue
-            day = ci.check_in_date
-            if not ci.checked_out and ci.expected_out is not None and ci.expected_out > day:
-                day = ci.expected_out  # the hotel vouches for the stay it reported
-            cand = (day, ci.event_id, ci.office, f"checked in at {ci.establishment_name}")
+            cand = ci.sighting()
             if best is None or cand[:2] > best[:2]:
                 best = cand
-        for sid, (day, office, what) in person.sightings.items():
-            if best is None or (day, sid) > best[:2]:
-                best = (day, sid, office, what)
         if best is None:
             return
         before, person.accounted = person.accounted, best
@@ -675,15 +720,58 @@ class PersonDetector:
                 at,
                 f"reported later: {best[3]} on {show_day(best[0])}, inside the silence",
             )
-        self.timeline.schedule(
-            day_start(best[0] + silent + 1), f"{person.key}:whereabouts", ("silent", person.key, best[0])
+        self._schedule(
+            person, day_start(best[0] + silent + 1), f"{person.key}:whereabouts", ("silent", person.key, best[0])
         )
 
     # ------------------------------------------------------------------ timers
 
+    def _retire(self, person: Person, now: int) -> None:
+        """Forget what no report within the retention horizon can change any more (RULES.md,
+        "Retention"): the check-ins settled before it (folded into the person's settled whereabouts)
+        with their alerts, and, once the person has left (or is a citizen) and nothing about them is
+        pending or came within it, the person: a citizen screened before keeps only the screenings (a
+        later departure is judged against them), anyone else is forgotten whole."""
+        person.retiring = False
+        before = now - self.retain_ms
+        # a citizen's alerts are screenings of departures, which nothing later withdraws
+        away = person.nationality == CITIZEN or not person.in_country
+        gone = away and person.touched < before and person.busy_until < now
+        retired: set[str] = set()
+        for ci in list(person.checkins.values()):
+            settles = ci.changed_at
+            if ci.expected_out is not None:
+                settles = max(settles, self._checkout_due(ci.expected_out))
+            closed = ci.checked_out or ci.cancelled or ci.expected_out is not None
+            if gone or (closed and settles < before):
+                if not ci.cancelled:
+                    person.sighted(ci.sighting())
+                del person.checkins[ci.event_id]
+                retired.add(ci.event_id)
+        if gone and not person.screened_at:
+            del self.people[person.key]  # nothing left that a later record would be judged by
+            return
+        if gone:
+            person.alerts.clear()
+        elif retired:
+            for aid, (finding, _, _) in list(person.alerts.items()):
+                if finding.rule_id in CHECK_IN_RULES and finding.window in retired:
+                    del person.alerts[aid]
+        if not gone:
+            # away: when the horizon has passed their last record and check-out deadlines; in the
+            # country: a horizon on, for the check-ins that settle meanwhile
+            due = max(person.touched + self.retain_ms, person.busy_until) + 1 if away else now + self.retain_ms
+            person.retiring = True
+            self.timeline.schedule(max(due, now + 1), f"{person.key}:retire", ("retire", person.key))
+
     def _fire(self, at: int, payload: tuple[Any, ...]) -> None:
         rule, key = payload[0], payload[1]
-        person = self.people[key]
+        person = self.people.get(key)
+        if person is None:
+            return  # forgotten (see _retire): its stay's deadlines were moot since it left
+        if rule == "retire":
+            self._retire(person, at)
+            return
         auth = person.authorised()
         if rule in ("overstay", "escalate", "expiring"):
             until = payload[2]

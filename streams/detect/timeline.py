@@ -18,10 +18,15 @@ NEVER = -(2**62)
 
 EVENT, TIMER = 0, 1
 
-# Heap entries are tuples, compared in C: (time, rank, tie, seq, payload). rank puts events before
-# timers at the same time; seq (insertion order) only separates entries equal on (time, rank, tie),
-# i.e. the same event delivered twice or the same timer set twice, and keeps payloads uncompared.
-_Entry = tuple[int, int, str, int, Any]
+# Heap entries are tuples, compared in C: (time, rank, tie, seq, payload, key). rank puts events
+# before timers at the same time; seq (insertion order) only separates entries equal on (time, rank,
+# tie), i.e. the same event delivered twice or the same timer set twice, and keeps payloads uncompared.
+_Entry = tuple[int, int, str, int, Any, str | None]
+
+# Replaced timers stay in the heap (removing from the middle of a heap is O(n)) until they would
+# fire or until they are this share of it, when it is rebuilt without them.
+_STALE_SHARE = 0.5
+_STALE_MIN = 1024
 
 
 class Timeline:
@@ -32,6 +37,8 @@ class Timeline:
         self.lateness_ms = lateness_ms
         self._heap: list[_Entry] = []
         self._seq = itertools.count()
+        self._keyed: dict[str, int] = {}  # key -> seq of the timer that holds it
+        self._stale = 0  # replaced timers still in the heap
         self.released_until = NEVER  # time of the last entry released
         self.late = 0  # events that arrived after their time had been released
         self.watermark = NEVER  # min over the inputs' progress, less the lateness (kept up to date)
@@ -52,25 +59,55 @@ class Timeline:
         self._advance(topic, time)
         if time < self.released_until:
             self.late += 1
-        heapq.heappush(self._heap, (time, EVENT, tie, next(self._seq), payload))
+        heapq.heappush(self._heap, (time, EVENT, tie, next(self._seq), payload, None))
 
     def tick(self, topic: str, time: int) -> None:
         """Clock tick: nothing more will come on ``topic``'s partition with an earlier time."""
         self._advance(topic, time)
 
-    def schedule(self, time: int, tie: str, payload: Any) -> None:
-        heapq.heappush(self._heap, (time, TIMER, tie, next(self._seq), payload))
+    def schedule(self, time: int, tie: str, payload: Any, *, key: str | None = None) -> None:
+        """A timer. With a ``key``, it replaces the pending timer set with the same key, if any: for
+        timers whose payload names the state they were set for, so that the one replaced would have
+        found its state changed and done nothing (this keeps one timer per key, not one per change)."""
+        seq = next(self._seq)
+        if key is not None:
+            if self._keyed.get(key) is not None:
+                self._stale += 1
+            self._keyed[key] = seq
+        heapq.heappush(self._heap, (time, TIMER, tie, seq, payload, key))
+        if self._stale > _STALE_MIN and self._stale > _STALE_SHARE * len(self._heap):
+            self._compact()
+
+    def cancel(self, key: str) -> None:
+        """Forget the pending timer set with ``key`` (nothing if there is none)."""
+        if self._keyed.pop(key, None) is not None:
+            self._stale += 1
+
+    def _live(self, entry: _Entry) -> bool:
+        key = entry[5]
+        return key is None or self._keyed.get(key) == entry[3]
+
+    def _compact(self) -> None:
+        self._heap = [e for e in self._heap if self._live(e)]
+        heapq.heapify(self._heap)
+        self._stale = 0
 
     def release(self) -> Iterator[tuple[int, int, Any]]:
         """(time, EVENT or TIMER, payload) for everything the watermark has passed, in order.
         Timers scheduled while iterating are included when they are due."""
-        heap = self._heap
         watermark = self.watermark  # releasing does not move it
-        while heap and heap[0][0] <= watermark:
-            time, rank, _, _, payload = heapq.heappop(heap)
+        keyed = self._keyed
+        while self._heap and self._heap[0][0] <= watermark:
+            time, rank, _, seq, payload, key = heapq.heappop(self._heap)
+            if key is not None:
+                if keyed.get(key) != seq:
+                    self._stale -= 1
+                    continue  # replaced or cancelled
+                del keyed[key]
             if time > self.released_until:
                 self.released_until = time
             yield time, rank, payload
 
     def pending(self) -> int:
-        return len(self._heap)
+        """Events and timers waiting (replaced timers not counted)."""
+        return len(self._heap) - self._stale
