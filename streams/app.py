@@ -213,9 +213,10 @@ def build_app(
         return fact
 
     def read_event(message: Any, raw: bytes) -> tuple[str, dict[str, Any]] | None:
-        """(kind, record) of an Avro event, or None after its dead letter."""
+        """(kind, record) of an Avro event, or None after its dead letter. Times stay epoch ms:
+        the detectors compute with them, and a datetime per field costs a third of the decode."""
         try:
-            return c.decode(raw)
+            return c.decode(raw, ms_times=True)
         except DecodeError as exc:
             dead_letter(message, raw, str(exc))
             return None

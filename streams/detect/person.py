@@ -9,13 +9,13 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from streams import topics
 from streams.detect.alerts import AlertStates, Evidence, Finding, alert_record, transition
 from streams.detect.config import RulesConfig
-from streams.detect.retention import RecentIds
+from streams.detect.retention import Horizon, RecentIds
 from streams.detect.timeline import EVENT, NEVER, Timeline
 
 DAY_MS = 86_400_000
@@ -37,9 +37,15 @@ def timeline_inputs(sponsor_partitions: int) -> tuple[str, ...]:
     return INPUTS + tuple(roster_input(q) for q in range(sponsor_partitions))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def ms(value: Any) -> int:
+    """Epoch milliseconds of a decoded timestamp: exact (``timestamp() * 1000`` is a float, and can
+    land a millisecond short), so a record decoded with ``ms_times`` gives the same number."""
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        return (value - _EPOCH) // _MS
     return int(value)
 
 
@@ -202,6 +208,9 @@ class PersonDetector:
         self._forwarded = NEVER
         self.retain_ms = rules.retention.days * DAY_MS
         self.applied = RecentIds(self.retain_ms)
+        # (establishment, local day) -> (name, office) last told to the second stage
+        self._told: dict[tuple[str, int], tuple[str, str]] = {}
+        self._told_horizon: Horizon[tuple[str, int]] = Horizon(self.retain_ms, self._forget_told)
 
     # ------------------------------------------------------------------ input
 
@@ -580,21 +589,7 @@ class PersonDetector:
                 changed_at=at,
             )
             person.checkins[ci.event_id] = ci
-            self.facts.append(
-                (
-                    ci.establishment_id.encode(),
-                    {
-                        "t": "hotel",
-                        "src": self.partition,
-                        "at": at,
-                        "id": ci.event_id,
-                        "est": ci.establishment_id,
-                        "name": ci.establishment_name,
-                        "office": ci.office,
-                        "day": local_day(ci.occurred_at),
-                    },
-                )
-            )
+            self._report_day(ci, at)
             self._late(person, ci)
             self._located(person, ci, at)
             if ci.expected_out is not None:
@@ -640,6 +635,37 @@ class PersonDetector:
                     self._located(person, target, at)  # the corrected date may fall after the stay
                 if target.expected_out is not None and target.expected_out != expected_before:
                     self._schedule_checkout(person, target)
+
+    def _forget_told(self, _: int, told: tuple[str, int]) -> None:
+        self._told.pop(told, None)  # a late check-in for the day is then told again: harmless
+
+    def _report_day(self, ci: CheckIn, at: int) -> None:
+        """Tell the second stage that the establishment reported a guest for a day. It reads only
+        the day (and the name and office it goes by), so a check-in for an (establishment, day)
+        this partition has already told it of, under the same name and office, is not sent again:
+        it would change nothing there, and hotel check-ins would otherwise double the records the
+        worker reads. (A day it learns first changes its rhythm; a day inside an alerted silence
+        withdraws the alert: both come with the first check-in of the day.)"""
+        told = (ci.establishment_id, local_day(ci.occurred_at))
+        if self._told.get(told) == (ci.establishment_name, ci.office):
+            return
+        self._told[told] = (ci.establishment_name, ci.office)
+        self._told_horizon.add(at, told)
+        self.facts.append(
+            (
+                ci.establishment_id.encode(),
+                {
+                    "t": "hotel",
+                    "src": self.partition,
+                    "at": at,
+                    "id": ci.event_id,
+                    "est": ci.establishment_id,
+                    "name": ci.establishment_name,
+                    "office": ci.office,
+                    "day": told[1],
+                },
+            )
+        )
 
     def _schedule_checkout(self, person: Person, ci: CheckIn) -> None:
         assert ci.expected_out is not None
