@@ -23,25 +23,19 @@ from typing import Any
 
 import pytest
 
-from connectors.gateway.ingest import TOPIC_OF_KIND
-from connectors.gateway.items import Item
-from connectors.gateway.partitioning import partition_for
-from connectors.gateway.prepare import Preparer
-from connectors.replay import REPLAY_SOURCE
+from connectors.replay import topic_records
 from connectors.simulator import simulate
 from connectors.sink.migrate import migrate
 from connectors.sink.reports import normalise, run_report
 from connectors.sink.store import ChdbStore, Result, Store
 from connectors.sink.tables import TABLES
 from schemas.codec import codec
-from schemas.validation import parse_timestamp_ms
 from streams.detect.config import default_rules
 from streams.detect.offline import detect_offline
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "monitoring" / "grafana" / "dashboards" / "domain.json"
 START, DAYS, TRAVELLERS, SEED = date(2026, 3, 2), 90, 200, 3  # long enough for sponsor.overdue alerts
 PARTITIONS = 3
-REPLAY_WINDOW = 1000  # lines per clock tick, as `pora replay` sends them
 WIB = timedelta(hours=7)
 Row = tuple[Any, ...]
 
@@ -248,7 +242,6 @@ def _triage(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def simulated_rows() -> dict[str, tuple[Row, ...]]:
     """table -> rows, as the sink would write them for the simulated quarter."""
     sim = simulate(days=DAYS, travellers=TRAVELLERS, seed=SEED, start=START)
-    preparer = Preparer(b"dashboard-test-person-key-secret", 10**12)
     c = codec()
     records: list[tuple[str, int, str, dict[str, Any]]] = []  # what the detectors read, per partition
     rows: dict[str, list[Row]] = defaultdict(list)
@@ -258,29 +251,12 @@ def simulated_rows() -> dict[str, tuple[Row, ...]]:
         table = TABLES[kind]
         rows[table.name].append(table.row(record))
 
-    def tick(at_ms: int) -> None:
-        for topic in TOPIC_OF_KIND.values():
-            for p in range(PARTITIONS):
-                raw = c.encode(
-                    "clock_tick",
-                    {
-                        "event_id": f"tick:{REPLAY_SOURCE.id}:{topic}:{p}:{at_ms}",
-                        "occurred_at": at_ms,
-                        "reported_at": at_ms,
-                        "source": REPLAY_SOURCE.id,
-                    },
-                )
-                records.append((topic, p, *c.decode(raw)))
-
-    for i, line in enumerate(sim.events, start=1):
-        prepared = preparer.prepare(REPLAY_SOURCE, line["kind"], [Item(line["event"])], 0)
-        assert not prepared.rejections, prepared.rejections
-        (ready,) = prepared.ready
-        records.append((TOPIC_OF_KIND[line["kind"]], partition_for(ready.key, PARTITIONS), *c.decode(ready.value)))
-        sink(ready.value)
-        if i % REPLAY_WINDOW == 0:
-            tick(parse_timestamp_ms(line["event"]["reported_at"]))
-    tick(int(sim.end.timestamp() * 1000))
+    end_ms = int(sim.end.timestamp() * 1000)
+    for topic, p, raw in topic_records(sim.events, end_ms, PARTITIONS, b"dashboard-test-person-key-secret"):
+        kind, record = c.decode(raw)
+        records.append((topic, p, kind, record))
+        if kind != "clock_tick":
+            sink(raw)
     alerts = detect_offline(records, default_rules(), PARTITIONS)
     for alert in alerts:
         alert["reported_at"] = alert["occurred_at"] + 2000  # emitted as a live worker would, not at 0
