@@ -7,13 +7,43 @@ runs one stage per rate on the same stack, one after the other (each drained bef
 
 The stack (:class:`tests.bench.common.LocalStack`, every port free): a Tansu broker, a ClickHouse
 18.16 server, ``pora gateway``, one ``pora worker``, ``pora sink`` and ``pora feed``, with an admin
-holding the feed's live stream (SSE) all along. The workload is the gateway bench's mix (hotel
-check-ins, arrivals, citizens' departures, ``--risky-share`` of those risky, so that alerts flow to the
-feed), each event for one of ``--travellers`` foreigners or ``--travellers``/5 citizens (state that
-stays bounded), occurred 1-60 minutes before it is sent, grouped per kind into requests of ``--batch``
-events. It is sent **open-loop** (:class:`tests.bench.common.PacedSender`): a request goes when it
-is due, whatever became of the earlier ones; only ``--max-in-flight`` unanswered requests hold the
-sender back, and how far it fell behind its schedule is reported.
+holding the feed's live stream (SSE) all along. Requests of ``--batch`` events, one kind each, are
+sent **open-loop** (:class:`tests.bench.common.PacedSender`): a request goes when it is due, whatever
+became of the earlier ones; only ``--max-in-flight`` unanswered requests hold the sender back, and
+how far it fell behind its schedule is reported. Two workloads (``--workload``):
+
+- ``history`` (the default): a simulated history of years (:mod:`connectors.simulator`: hotel
+  stays, border crossings, permit updates, sponsors' monthly reports of a steady population, about
+  800 events a simulated day), sent in file order so that **event time runs days ahead each wall
+  second** (about 2.5 at 2,000 events/s). The detector worker keeps state for a horizon measured in
+  event time (open check-ins, applied event ids, alert states: ``[retention] days`` of
+  ``streams/rules.toml``), so only a workload whose event time passes that horizon within the run
+  shows whether its memory stays bounded in steady state; with live traffic nothing ever ages out
+  in ten minutes. Unless ``--sim-days``/``--sim-travellers`` say otherwise the simulation is sized
+  for the run: ``SIM_TRAVELLERS_PER_DAY`` arrivals a day, days enough for every stage's rate x
+  seconds events; it is made once, in a child process (a million events take minutes and
+  gigabytes), and cached in ``--cache-dir`` by its arguments and the simulator's code; its making
+  is not part of the run. The stages take the file's events one after the other; a stage ends early
+  when they run out (the report says so). The events are posted with the stack's ``system`` key, whose
+  ``reported_at`` the gateway keeps, with the gateway's wall-clock ticks off: the benchmark writes
+  the event-time clock ticks itself (:class:`tests.bench.common.History`, as ``pora replay`` does)
+  every ``--tick-seconds``, at the time of the earliest event not yet answered, and a closing one
+  after the last stage. Requests hold one kind: each kind's events, in file order, go when they are
+  ``--batch`` or when the first is 4 x ``--batch`` events behind in the file (a few simulated hours),
+  and a kind's requests go one after the other (each waits for the answer to the one before: the
+  worker's watermark is the newest time seen per topic, so a later request landing first would make
+  the earlier one's events late by days of event time; so a slow answer makes the sender fall behind,
+  which it reports; ``--unordered``: no waiting, purely open loop, and a few late events); requests
+  answered 503 are sent again until taken, as a client would (the sender's figures count the first
+  try only). Then, unless ``--no-evaluate``, it waits for the worker to settle, reads the
+  alerts topic and scores it per rule against the simulator's truth (:func:`connectors.evaluate.score`;
+  the truth file when every event was sent, else :func:`connectors.simulator.ground_truth` over the
+  events sent): precision and recall per rule.
+- ``live``: the gateway bench's mix (hotel check-ins, arrivals, citizens' departures,
+  ``--risky-share`` of those risky, so that alerts flow to the feed), each event for one of
+  ``--travellers`` foreigners or ``--travellers``/5 citizens, occurred 1-60 minutes before it is sent,
+  event time = wall clock (the gateway stamps ``reported_at`` and ticks every second). Its state
+  never ages out within a run: the worker's memory grows with every event by design.
 
 Every ``--sample-seconds`` a thread samples: VmRSS (``/proc/<pid>/status``) and CPU time
 (``/proc/<pid>/stat`` utime + stime) of each process (the gateway with its prepare workers), the whole
@@ -28,13 +58,16 @@ verdicts, printed, never asserted:
   behind), nothing was refused, and no consumer's lag grew over the last half;
 - **memory bounded** per process: its RSS at the end within ``--rss-growth-pct`` of its RSS after
   ``--warmup-seconds`` (growth per 100k events beside it: the gateway's dedup index, the broker's
-  in-memory log, the worker's timers and the feed's board grow with the events by design);
+  in-memory log and the feed's board grow with the events by design, the worker's state with the
+  live workload's);
 - **lag growing** per group: the least-squares slope of its lag over the last half of the stage is
   above 1 % of the rate and the lag ended above 2 s worth of events;
 - **CPU**: the cores each process used; one near 1.0 is CPU-bound (a Python process runs its event
   loop on one core), and the machine's total against its cores.
 
-Results go to ``bench-results/load.md`` and ``bench-results/load.json``.
+The report names the workload and, for ``history``, the simulated span each stage sent (first and
+last event time, simulated days per wall second) and the worker's late events (0 when the ticks are
+right). Results go to ``bench-results/load.md`` and ``bench-results/load.json``.
 """
 
 from __future__ import annotations
@@ -42,34 +75,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streams.settings import Settings
 from tests.bench.bench_gateway import MIX, code_version, percentile, say
 from tests.bench.common import (
+    SIM_TRAVELLERS_PER_DAY,
     Answer,
     FeedStream,
+    History,
+    HistoryFiles,
     LiveMix,
     LocalStack,
     Metrics,
     PacedSender,
     Periodic,
+    Request,
     StackOptions,
     Usage,
     fmt,
     histogram_quantile,
+    history_size,
     lag_by_group,
     machine,
     machine_cpu,
     md_table,
+    scrape,
+    simulation_files,
     stop_on_sigterm,
     text_table,
     usage,
@@ -77,6 +120,80 @@ from tests.bench.common import (
 )
 
 SHORT = {"gateway": "gw", "worker": "wk", "sink": "sk", "feed": "fd", "broker": "br", "clickhouse": "ch"}
+DAY_MS = 86_400_000
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """An event time as UTC minutes, e.g. ``2021-03-04 05:06``."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+# ---------------------------------------------------------------- workloads
+
+
+class Workload:
+    """What the stages send (``--workload``)."""
+
+    name = ""
+
+    def on_answer(self, request: Request, status: int, body: dict[str, Any] | None, at: float) -> None:
+        pass
+
+    def event_ms(self) -> int | None:
+        """How far event time has been released (the last clock tick), or None: wall clock."""
+        return None
+
+    def in_order(self, request: Request) -> str | None:
+        """The sequence whose requests must reach the gateway one after the other, or None."""
+        return None
+
+    async def send(self, sender: PacedSender, rate: float, args: Namespace) -> None:
+        raise NotImplementedError
+
+
+class LiveWorkload(Workload):
+    name = "live"
+
+    def __init__(self, mix: LiveMix) -> None:
+        self.mix = mix
+
+    async def send(self, sender: PacedSender, rate: float, args: Namespace) -> None:
+        await sender.run(self.mix.schedule(rate, args.seconds, args.batch), until=args.seconds)
+
+
+class HistoryWorkload(Workload):
+    name = "history"
+
+    def __init__(self, history: History, settings: Settings, tick_seconds: float, *, ordered: bool = True) -> None:
+        self.history = history
+        self.settings = settings
+        self.tick_seconds = tick_seconds
+        self.ordered = ordered
+
+    def on_answer(self, request: Request, status: int, body: dict[str, Any] | None, at: float) -> None:
+        self.history.on_answer(request, status, body, at)
+
+    def event_ms(self) -> int | None:
+        return self.history.ticked_ms
+
+    def in_order(self, request: Request) -> str | None:
+        # a kind's requests one after the other: a topic's partitions then hold its events in time
+        # order, as the worker's watermark (newest time seen per topic) needs; two in flight at once
+        # could land the later first and make the earlier late by days of event time
+        return request.kind if self.ordered else None
+
+    stage_events = 0  # read from the file by the latest stage
+    stage_ran_out = False  # the file ended before the latest stage's time
+
+    async def send(self, sender: PacedSender, rate: float, args: Namespace) -> None:
+        h = self.history
+        before = h.read
+        schedule = h.schedule(rate, args.seconds, args.batch)
+        await h.send(sender, schedule, self.settings, until=args.seconds, tick_s=self.tick_seconds)
+        self.stage_events = h.read - before
+        self.stage_ran_out = h.exhausted
 
 
 # ---------------------------------------------------------------- sampling
@@ -98,9 +215,12 @@ class Sample:
     feed_alerts_held: float | None
     sent_events: int
     answers: int
+    worker_alerts: float | None  # alert records written (pora_alerts_total)
+    late_events: float | None  # the worker's events behind the watermark (pora_worker_late_events_total)
+    event_ms: int | None  # event time released so far (the last clock tick; history only)
 
 
-def take_sample(stack: LocalStack, t0: float, sender: PacedSender | None) -> Sample:
+def take_sample(stack: LocalStack, t0: float, sender: PacedSender | None, workload: Workload) -> Sample:
     m: dict[str, Metrics | None] = stack.scrape_all()
     gw, worker, sink, feed = m["gateway"], m["worker"], m["sink"], m["feed"]
     busy, total = machine_cpu()
@@ -119,6 +239,9 @@ def take_sample(stack: LocalStack, t0: float, sender: PacedSender | None) -> Sam
         feed_alerts_held=feed.total("pora_feed_alerts_held") if feed else None,
         sent_events=sender.sent_events if sender else 0,
         answers=len(sender.answers) if sender else 0,
+        worker_alerts=worker.total("pora_alerts_total") if worker else None,
+        late_events=worker.total("pora_worker_late_events_total") if worker else None,
+        event_ms=workload.event_ms(),
     )
 
 
@@ -153,6 +276,8 @@ class Interval:
     machine_cores: float
     dedup_entries: float | None
     feed_alerts_held: float | None
+    event_time: str | None = None  # released so far (history)
+    sim_days_per_s: float | None = None  # simulated days per wall second over the interval
 
 
 def interval(
@@ -180,6 +305,10 @@ def interval(
         machine_cores=machine_cores(prev, cur, cpus),
         dedup_entries=cur.dedup_entries,
         feed_alerts_held=cur.feed_alerts_held,
+        event_time=iso_ms(cur.event_ms),
+        sim_days_per_s=(cur.event_ms - prev.event_ms) / DAY_MS / span
+        if cur.event_ms is not None and prev.event_ms is not None
+        else None,
     )
 
 
@@ -198,6 +327,11 @@ def print_interval(iv: Interval, groups: dict[str, str]) -> None:
         + " ".join(f"{SHORT.get(n, n)} {v:.2f}" for n, v in iv.cores.items())
         + f" | machine {iv.machine_cores:.2f}/{os.cpu_count()} (others {iv.machine_cores - sum(iv.cores.values()):.2f})"
         + f" | dedup {fmt(iv.dedup_entries)}, feed alerts {fmt(iv.feed_alerts_held)}"
+        + (
+            f" | event time {iv.event_time} ({fmt(iv.sim_days_per_s, '{:+.2f}')} d/s)"
+            if iv.event_time is not None
+            else ""
+        )
     )
 
 
@@ -258,6 +392,15 @@ class StageResult:
     stream_alerts: int
     intervals: list[Interval]
     samples: list[dict[str, Any]]
+    workload: str = "live"
+    late_events: float | None = None  # the worker's, during the stage and its drain
+    alert_records: float | None = None  # written by the worker during the stage and its drain
+    # history: the event time the stage sent (first and last reported_at), and how fast it ran
+    events_from: str | None = None
+    events_to: str | None = None
+    sim_days: float | None = None
+    sim_days_per_s: float | None = None
+    ran_out: bool = False  # the simulation's events ran out before the stage's time
     failures: list[str] = field(default_factory=list)
 
 
@@ -284,14 +427,23 @@ def sample_dict(s: Sample) -> dict[str, Any]:
         "sink_rows": s.sink_rows,
         "feed_alerts_held": s.feed_alerts_held,
         "sent_events": s.sent_events,
+        "worker_alerts": s.worker_alerts,
+        "late_events": s.late_events,
+        "event_time": iso_ms(s.event_ms),
     }
 
 
-def run_stage(stack: LocalStack, mix: LiveMix, rate: float, args: Namespace, stream: FeedStream) -> StageResult:
+def run_stage(stack: LocalStack, workload: Workload, rate: float, args: Namespace, stream: FeedStream) -> StageResult:
     groups = {"worker": stack.worker_group, "sink": stack.sink_group}
-    sender = PacedSender(stack.gateway_url, stack.api_key, max_in_flight=args.max_in_flight)
+    sender = PacedSender(
+        stack.gateway_url,
+        stack.api_key,
+        max_in_flight=args.max_in_flight,
+        on_answer=workload.on_answer,
+        in_order=workload.in_order,
+    )
     t0 = time.time()
-    start = take_sample(stack, t0, None)
+    start = take_sample(stack, t0, None, workload)
     reports: list[Interval] = []
     last_report = [start]
     lock = threading.Lock()
@@ -307,12 +459,14 @@ def run_stage(stack: LocalStack, mix: LiveMix, rate: float, args: Namespace, str
                 last_report[0] = s
             print_interval(iv, groups)
 
-    say(f"stage: {rate:,.0f} events/s for {args.seconds:g}s, requests of {args.batch} events, open loop")
-    schedule = mix.schedule(rate, args.seconds, args.batch)
-    with Periodic(lambda: take_sample(stack, t0, sender), args.sample_seconds, on_sample) as sampler:
-        asyncio.run(sender.run(schedule, until=args.seconds))
+    say(
+        f"stage: {rate:,.0f} events/s for {args.seconds:g}s, requests of {args.batch} events, open loop, "
+        f"{workload.name} workload"
+    )
+    with Periodic(lambda: take_sample(stack, t0, sender, workload), args.sample_seconds, on_sample) as sampler:
+        asyncio.run(workload.send(sender, rate, args))
         sending.clear()
-        sent_end = take_sample(stack, t0, sender)
+        sent_end = take_sample(stack, t0, sender, workload)
         with lock:
             if sent_end.t - last_report[0].t > 1.0:
                 iv = interval(last_report[0], sent_end, sender.answers, sender, groups)
@@ -344,11 +498,14 @@ def run_stage(stack: LocalStack, mix: LiveMix, rate: float, args: Namespace, str
         )
     samples = [start, *(s for _, s in sampler.samples if s.t <= sent_end.t), sent_end]
     after = drained[1] if drained else None
-    return summarise(stack, rate, args, sender, (start, sent_end, after), samples, reports, drained_at, stream.alerts)
+    return summarise(
+        stack, workload, rate, args, sender, (start, sent_end, after), samples, reports, drained_at, stream.alerts
+    )
 
 
 def summarise(
     stack: LocalStack,
+    workload: Workload,
     rate: float,
     args: Namespace,
     sender: PacedSender,
@@ -402,7 +559,22 @@ def summarise(
             growing=k > 0.01 * rate and points[-1][1] > 2 * rate,
         )
     all_cores = {n: c for n in end.usage if (c := cores(start, end, n)) is not None}
-    achieved = sender.sent_events / args.seconds  # the schedule's span: it stops sending then, due or not
+    span = args.seconds  # the schedule's: it stops sending then, due or not
+    history: dict[str, Any] = {}
+    if isinstance(workload, HistoryWorkload):
+        h = workload.history
+        if workload.stage_ran_out:
+            span = max(workload.stage_events / rate, 1e-9)  # the schedule ended with the file
+        days = (h.last_ms - h.stage_first_ms) / DAY_MS if h.last_ms and h.stage_first_ms else None
+        history = {
+            "events_from": iso_ms(h.stage_first_ms),
+            "events_to": iso_ms(h.last_ms),
+            "sim_days": days,
+            "sim_days_per_s": days / span if days is not None else None,
+            "ran_out": workload.stage_ran_out,
+        }
+    achieved = sender.sent_events / span
+    last = drained or end
     not_accepted = sender.sent_events - sum(a.accepted for a in answers)
     machine = machine_cores(start, end, os.cpu_count() or 1)
     sustained = (
@@ -446,6 +618,14 @@ def summarise(
         failures=[f"{a.kind}: {a.error}" for a in answers if a.error][:20] + stack.check_alive(),
         drained_after_s=drained_at,
         stream_alerts=stream_alerts,
+        workload=workload.name,
+        late_events=last.late_events - start.late_events
+        if last.late_events is not None and start.late_events is not None
+        else None,
+        alert_records=last.worker_alerts - start.worker_alerts
+        if last.worker_alerts is not None and start.worker_alerts is not None
+        else None,
+        **history,
     )
 
 
@@ -504,6 +684,7 @@ def interval_rows(st: StageResult, groups: Sequence[str]) -> list[list[str]]:
                 *(fmt(iv.rss_mb.get(n)) for n in names),
                 *(fmt(iv.cores.get(n), "{:.2f}") for n in names),
                 f"{iv.machine_cores:.2f}",
+                *([iv.event_time or "-", fmt(iv.sim_days_per_s, "{:.2f}")] if st.workload == "history" else []),
             ]
         )
     return rows
@@ -541,6 +722,26 @@ def verdict_lines(st: StageResult) -> list[str]:
         f"verdict: {'SUSTAINED' if st.sustained else 'NOT SUSTAINED'} at {st.rate:,.0f} events/s"
         + f"; {st.stream_alerts:,} alerts came on the admin's live stream so far",
     ]
+    worker = (
+        f"worker: {fmt(st.alert_records)} alert records written, {fmt(st.late_events)} events behind the "
+        "watermark (during the stage and its drain)"
+    )
+    if st.workload == "history":
+        lines.insert(
+            0,
+            f"history workload: event time {st.events_from} -> {st.events_to} UTC sent, "
+            f"{fmt(st.sim_days, '{:,.1f}')} simulated days, {fmt(st.sim_days_per_s, '{:.2f}')} simulated days "
+            "per wall second"
+            + (
+                f"; the simulation's events ran out after {st.sent_events:,}: the stage ended early "
+                "(its rate counted over its own schedule)"
+                if st.ran_out
+                else ""
+            )
+            + f"; {worker}",
+        )
+    else:
+        lines.insert(0, f"live workload (event time = wall clock); {worker}")
     return lines
 
 
@@ -554,9 +755,9 @@ def markdown(report: dict[str, Any], stages: Sequence[StageResult], groups: Sequ
         "machine).",
         "",
         f"One local stack (Tansu, ClickHouse, gateway, one worker, sink, feed with an admin on its live stream). "
-        f"Open-loop sender, requests of {c['batch']} events (the gateway bench's mix, {c['travellers']:,} foreigners, "
-        f"{c['risky_share']:g} of departures risky), samples every {c['sample_seconds']:g} s, consumers export their "
-        f"lag every {c['lag_interval']:g} s, warm-up {c['warmup_seconds']:g} s.",
+        f"Open-loop sender, requests of {c['batch']} events ({workload_text(report['workload'], c)}), samples every "
+        f"{c['sample_seconds']:g} s, consumers export their lag every {c['lag_interval']:g} s, warm-up "
+        f"{c['warmup_seconds']:g} s.",
     ]
     for st in stages:
         lines += ["", f"## {st.rate:,.0f} events/s for {st.seconds:g} s", ""]
@@ -570,9 +771,62 @@ def markdown(report: dict[str, Any], stages: Sequence[StageResult], groups: Sequ
             *(f"RSS {SHORT.get(n, n)}" for n in names),
             *(f"cores {SHORT.get(n, n)}" for n in names),
             "machine cores",
+            *(["event time (released)", "sim d/s"] if st.workload == "history" else []),
         )
         lines += ["", f"### Every {c['report_seconds']:g} s", "", md_table(header, interval_rows(st, groups))]
+    evaluation = report["workload"].get("evaluation")
+    if evaluation:
+        lines += ["", "## Alerts against the simulator's truth", "", *evaluation_lines(evaluation, markdown=True)]
     return "\n".join(lines) + "\n"
+
+
+def workload_text(w: dict[str, Any], c: dict[str, Any]) -> str:
+    if w["name"] == "live":
+        return (
+            f"live workload: the gateway bench's mix, {c['travellers']:,} foreigners, {c['risky_share']:g} of "
+            "departures risky, event time = wall clock"
+        )
+    sim = w["simulation"]
+    return (
+        f"history workload: simulated {sim['days']:,} days of {sim['travellers']:,} travellers from {sim['start']} "
+        f"(seed {sim['seed']}), {sim['events']:,} events, {iso_ms(sim['first_ms'])} -> {iso_ms(sim['last_ms'])} "
+        f"UTC; made in {sim['seconds']:g} s{' by an earlier run' if w['cached'] else ''}, not timed; "
+        f"{w['sent']:,} sent"
+        + (" (all of them)" if w["ran_out"] else "")
+        + f"; a kind's requests {'concurrent (--unordered)' if c['unordered'] else 'one after the other'}"
+        + f"; a system key, the gateway's ticks off, {w['ticks']:,} event-time ticks every "
+        f"{c['tick_seconds']:g} s by the benchmark, closing tick at {w['closing_tick']} UTC; requests answered 503 "
+        f"sent again {w['retried_requests']:,} times ({w['retried_taken']:,} taken then), {w['lost']:,} events lost"
+    )
+
+
+def evaluation_lines(e: dict[str, Any], *, markdown: bool) -> list[str]:
+    if e.get("error"):
+        return [f"not evaluated: {e['error']}"]
+    head = (
+        f"{e['alerts_read']:,} alert records read from the alerts topic ({fmt(e['alert_records'])} by the worker's "
+        f"counter){'' if e['settled'] else ' (the worker had NOT settled)'}; truth: {e['truth_from']}, "
+        f"{e['truth_labels']:,} labels; scored in {e['seconds']:.0f} s (not timed in the run). Alerts: standing at "
+        "the end (not withdrawn), per rule; precision = alerts matching a label / alerts, recall = labels matched "
+        "/ labels; unmatched = alerts matching no label, missed = labels no alert matches. The worker's late events "
+        f"by stage: {e.get('late_events_by_stage') or 'none'}."
+    )
+    header = ("rule", "alerts", "truth", "precision", "recall", "unmatched", "missed", "other office", "records R/A/W")
+    rows = [
+        [
+            r["rule_id"],
+            f"{r['alerts']:,}",
+            f"{r['truths']:,}" if "truths" in r else "-",
+            fmt(r.get("precision"), "{:.4f}"),
+            fmt(r.get("recall"), "{:.4f}"),
+            f"{r['alerts'] - r['matched_alerts']:,}" if "matched_alerts" in r else "-",
+            f"{r['truths'] - r['matched_truths']:,}" if "matched_truths" in r else "-",
+            f"{r['wrong_office']:,}" if "wrong_office" in r else "-",
+            "/".join(f"{r['records'].get(k, 0):,.0f}" for k in ("RAISED", "AMENDED", "WITHDRAWN")),
+        ]
+        for r in e["rules"]
+    ]
+    return [head, "", md_table(header, rows) if markdown else text_table(header, rows)]
 
 
 # ---------------------------------------------------------------- main
@@ -583,9 +837,17 @@ class Namespace(argparse.Namespace):
     rates: list[float]
     seconds: float
     batch: int
+    workload: str
     travellers: int
     risky_share: float
     seed: int
+    sim_days: int | None
+    sim_travellers: int | None
+    cache_dir: Path
+    tick_seconds: float
+    unordered: bool
+    evaluate: bool
+    settle_seconds: float
     sample_seconds: float
     report_seconds: float
     warmup_seconds: float | None
@@ -613,9 +875,49 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
         help="seconds per stage (default 600; BENCH_LOAD_SECONDS)",
     )
     parser.add_argument("--batch", type=int, default=100, help="events per request (default 100)")
-    parser.add_argument("--travellers", type=int, default=50_000, help="foreigners in the population (50000)")
-    parser.add_argument("--risky-share", type=float, default=0.05, help="risky share of departures (0.05)")
-    parser.add_argument("--seed", type=int, default=1, help="sample seed (default 1)")
+    parser.add_argument(
+        "--workload",
+        choices=("history", "live"),
+        default=env("BENCH_LOAD_WORKLOAD", "history"),
+        help="history: a simulated history of years, event time running days ahead each second (default); "
+        "live: the gateway bench's mix at wall-clock time (BENCH_LOAD_WORKLOAD)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="sample or simulation seed (default 1)")
+    live = parser.add_argument_group("live workload")
+    live.add_argument("--travellers", type=int, default=50_000, help="foreigners in the population (50000)")
+    live.add_argument("--risky-share", type=float, default=0.05, help="risky share of departures (0.05)")
+    hist = parser.add_argument_group("history workload")
+    hist.add_argument(
+        "--sim-days",
+        type=int,
+        default=None,
+        help=f"simulated days (default: enough for every stage's events at {SIM_TRAVELLERS_PER_DAY} arrivals a day)",
+    )
+    hist.add_argument(
+        "--sim-travellers", type=int, default=None, help=f"travellers (default: {SIM_TRAVELLERS_PER_DAY} per day)"
+    )
+    hist.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("bench-results/cache"),
+        help="where simulations are kept for later runs (bench-results/cache)",
+    )
+    hist.add_argument("--tick-seconds", type=float, default=1.0, help="wall seconds between event-time clock ticks (1)")
+    hist.add_argument(
+        "--unordered",
+        action="store_true",
+        help="a kind's requests do not wait for the one before (purely open loop): the worker then "
+        "counts late events and its alerts may differ from the truth by a few",
+    )
+    hist.add_argument(
+        "--no-evaluate",
+        dest="evaluate",
+        action="store_false",
+        help="do not score the alerts against the simulator's truth at the end",
+    )
+    hist.add_argument(
+        "--settle-seconds", type=float, default=300.0, help="longest wait for the worker to settle (300 s)"
+    )
     parser.add_argument("--sample-seconds", type=float, default=5.0, help="sampling period (default 5 s)")
     parser.add_argument("--report-seconds", type=float, default=30.0, help="report period (default 30 s)")
     parser.add_argument(
@@ -635,9 +937,149 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
         parser.error(f"--rate {args.rate!r}: numbers, comma-separated")
     if not args.rates or any(r <= 0 for r in args.rates) or args.seconds <= 0 or args.batch < 1:
         parser.error("--rate and --seconds must be positive, --batch at least 1")
+    if (args.sim_days is not None and args.sim_days < 1) or (
+        args.sim_travellers is not None and args.sim_travellers < 1
+    ):
+        parser.error("--sim-days and --sim-travellers must be positive")
     if args.warmup_seconds is None:
         args.warmup_seconds = min(60.0, args.seconds / 5)
     return args
+
+
+def history_files(args: Namespace) -> HistoryFiles:
+    """The simulation for the run: sized for every stage's rate x seconds unless told."""
+    needed = math.ceil(sum(rate * args.seconds for rate in args.rates))
+    days, travellers = history_size(needed)
+    if args.sim_days is not None and args.sim_travellers is None:
+        travellers = args.sim_days * SIM_TRAVELLERS_PER_DAY
+    if args.sim_travellers is not None and args.sim_days is None:
+        days = max(1, math.ceil(args.sim_travellers / SIM_TRAVELLERS_PER_DAY))
+    days = args.sim_days or days
+    travellers = args.sim_travellers or travellers
+    files = simulation_files(args.cache_dir, days, travellers, args.seed, say=say)
+    m = files.meta
+    say(
+        f"simulation: {m['days']:,} days of {m['travellers']:,} travellers from {m['start']} (seed {m['seed']}): "
+        f"{m['events']:,} events ({', '.join(f'{k} {v:,}' for k, v in m['by_kind'].items())}), "
+        f"{iso_ms(m['first_ms'])} -> {iso_ms(m['last_ms'])} UTC, {m['truth']:,} truth labels; made in "
+        f"{m['seconds']:g} s (peak {m['peak_rss_mb']:,} MB){' by an earlier run' if files.cached else ''}; "
+        f"{files.folder}"
+    )
+    if m["events"] < needed:
+        say(f"the simulation has fewer events than the stages' {needed:,}: they end when the events run out")
+    return files
+
+
+def settle(stack: LocalStack, timeout: float, lag_interval: float) -> tuple[bool, float | None]:
+    """Wait until the worker's lag is 0 and its alert counter stood still over two lag exports;
+    returns (settled, the counter)."""
+    deadline = time.monotonic() + timeout
+    still_since: float | None = None
+    last: float | None = None
+    while time.monotonic() < deadline:
+        m = scrape(stack.metrics_urls["worker"])
+        if m is not None:
+            lag = lag_by_group(m).get(stack.worker_group)
+            alerts = m.total("pora_alerts_total")
+            now = time.monotonic()
+            if lag == 0 and alerts == last:
+                still_since = still_since or now
+                if now - still_since >= 2 * lag_interval + 1:
+                    return True, alerts
+            else:
+                still_since = None
+            last = alerts
+        if stack.check_alive():
+            break
+        time.sleep(1.0)
+    return False, last
+
+
+def evaluate_history(stack: LocalStack, history: History, args: Namespace) -> dict[str, Any]:
+    """The closing tick, then the worker's alerts (the topic) scored per rule against the truth."""
+    from connectors.evaluate import final_alerts, score
+    from streams import topics
+    from streams.detect.config import load_rules
+    from streams.reading import read_topic
+
+    lateness_ms = round(load_rules().time.lateness_seconds * 1000)
+    settings = stack.settings
+    closed = asyncio.run(history.close(settings, lateness_ms))
+    out: dict[str, Any] = {"closing_tick": iso_ms(closed)}
+    if not args.evaluate:
+        return out | {"error": "--no-evaluate"}
+    started = time.monotonic()
+    say(f"closing tick at {iso_ms(closed)} UTC; waiting for the worker to settle")
+    settled, counted = settle(stack, args.settle_seconds, args.lag_interval)
+    worker = scrape(stack.metrics_urls["worker"])
+    records: dict[str, dict[str, float]] = {}
+    if worker is not None:
+        out["late_events_by_stage"] = worker.by_label("pora_worker_late_events_total", "stage")
+        for name, labels, value in worker.samples:
+            if name == "pora_alerts_total":
+                records.setdefault(labels.get("rule_id", ""), {})[labels.get("status", "")] = value
+    alerts: list[dict[str, Any]] = []
+    for _attempt in range(3):  # the topic's end as fetched may trail the counter a moment
+        read = read_topic(settings.kafka_bootstrap, settings.topic(topics.ALERTS), timeout=600)
+        alerts = [r.record for r in read if r.record is not None]
+        if counted is None or len(alerts) >= counted:
+            break
+        time.sleep(5)
+    say(f"{len(alerts):,} alert records read (the worker counted {fmt(counted)}); computing the truth")
+    out |= {"settled": settled, "alert_records": counted, "alerts_read": len(alerts)}
+    try:
+        truth, truth_from = history.truth(lateness_ms)
+    except Exception as exc:  # AmbiguousCase: the events lost leave a case RULES.md does not settle
+        # then only the alerts standing per rule, without precision or recall
+        standing = Counter(a["rule_id"] for a in final_alerts(alerts).values() if a["status"] != "WITHDRAWN")
+        return out | {
+            "truth_from": f"none: {exc!r}",
+            "truth_labels": 0,
+            "seconds": time.monotonic() - started,
+            "rules": [
+                {"rule_id": rule, "alerts": standing.get(rule, 0), "records": records.get(rule, {})}
+                for rule in sorted(set(standing) | set(records))
+            ],
+        }
+    scores = score(alerts, truth, settings.person_secret)
+    out["mismatches"] = mismatches(alerts, truth, settings.person_secret)
+    return out | {
+        "truth_from": truth_from,
+        "truth_labels": len(truth),
+        "seconds": time.monotonic() - started,
+        "rules": [
+            {
+                "rule_id": rule,
+                "alerts": sc.alerts,
+                "truths": sc.truths,
+                "matched_alerts": sc.matched_alerts,
+                "matched_truths": sc.matched_truths,
+                "precision": sc.precision,
+                "recall": sc.recall,
+                "wrong_office": sc.wrong_office,
+                "records": records.get(rule, {}),
+            }
+            for rule, sc in scores.items()
+        ],
+    }
+
+
+def mismatches(alerts: list[dict[str, Any]], truth: list[dict[str, Any]], secret: bytes) -> dict[str, Any]:
+    """A few alerts standing that match no label, and labels that no alert matches (as
+    :func:`connectors.evaluate.score` matches them), to look into."""
+    from connectors.evaluate import _alert_keys, _truth_key, final_alerts
+
+    truth_keys = {_truth_key(t, secret): t for t in truth}
+    active = [a for a in final_alerts(alerts).values() if a["status"] != "WITHDRAWN"]
+    matched: set[tuple[str, str, str]] = set()
+    extra = []
+    for a in active:
+        keys = _alert_keys(a)
+        matched |= keys
+        if not keys & truth_keys.keys():
+            extra.append({k: a.get(k) for k in ("alert_id", "rule_id", "status", "subject", "office", "reasons")})
+    missed = [t for key, t in truth_keys.items() if key not in matched]
+    return {"alerts_unmatched": len(extra), "labels_missed": len(missed), "examples": extra[:10], "missed": missed[:10]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -646,23 +1088,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     say(
         f"load test: {', '.join(f'{r:,.0f}' for r in args.rates)} events/s, {args.seconds:g}s per stage, requests "
-        f"of {args.batch}; {info['cpus']} CPUs, load {info['load_1min']:.2f}"
+        f"of {args.batch}, {args.workload} workload; {info['cpus']} CPUs, load {info['load_1min']:.2f}"
     )
-    mix = LiveMix(args.seed, args.travellers, args.risky_share, MIX)
+    files = history_files(args) if args.workload == "history" else None
+    mix = LiveMix(args.seed, args.travellers, args.risky_share, MIX) if files is None else None
+    options = StackOptions(lag_interval_s=args.lag_interval)
+    if files is not None:
+        options.gateway_tick_seconds = 0  # event time is the file's: the benchmark ticks
     results: list[StageResult] = []
+    workload: Workload
+    evaluation: dict[str, Any] = {}
     with contextlib.ExitStack() as stack_exit:
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
             work = args.keep.resolve()
         else:
             work = Path(stack_exit.enter_context(tempfile.TemporaryDirectory(prefix="pora-bench-load-")))
-        stack = stack_exit.enter_context(LocalStack(work, StackOptions(lag_interval_s=args.lag_interval), say=say))
+        stack = stack_exit.enter_context(LocalStack(work, options, say=say))
         stack.start_services()
+        if files is not None:
+            workload = HistoryWorkload(History(files), stack.settings, args.tick_seconds, ordered=not args.unordered)
+        else:
+            assert mix is not None
+            workload = LiveWorkload(mix)
         stream = FeedStream(stack.feed_url, stack.admin, stack.admin_password)
         holder = StreamHolder(stream)
         stack_exit.enter_context(holder)
         for rate in args.rates:
-            st = run_stage(stack, mix, rate, args, stream)
+            st = run_stage(stack, workload, rate, args, stream)
             results.append(st)
             say()
             say(text_table(MEMORY_HEADER, [r[:-1] for r in memory_rows(st)]))
@@ -673,6 +1126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             say()
             if stack.check_alive():
                 break
+            if isinstance(workload, HistoryWorkload) and workload.history.exhausted:
+                break  # nothing left for another stage
+        if isinstance(workload, HistoryWorkload):
+            h = workload.history
+            say(
+                f"history: {h.produced:,} events sent ({iso_ms(h.first_ms)} -> {iso_ms(h.last_ms)} UTC"
+                + (", all of the simulation" if h.exhausted else "")
+                + f"), {h.ticks:,} clock ticks ({len(h.tick_failures)} failed); requests answered 503 or not at all "
+                f"sent again {h.retried_requests:,} times, {h.retried_taken:,} taken then; {len(h.lost):,} events lost"
+            )
+        if isinstance(workload, HistoryWorkload) and not stack.check_alive():
+            evaluation = evaluate_history(stack, workload.history, args)
+            for line in evaluation_lines(evaluation, markdown=False):
+                say(line)
         say(f"live stream: {stream.alerts:,} alerts, {stream.connections} connection(s), {stream.reloads} reload(s)")
 
     groups = ["worker", "sink"]
@@ -682,13 +1149,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": info,
         "code": code_version(),
-        "workload": {"by_sample": dict(mix.by_sample), "risky_departures": mix.risky, "events": mix.produced},
+        "workload": workload_report(workload, evaluation),
         "stages": [asdict(st) for st in results],
         "sustained": {f"{st.rate:g}": st.sustained for st in results},
     }
     md = write_results(args.out, report, markdown(report, results, groups))
     say(f"results written to {args.out} and {md}")
     return 0
+
+
+def workload_report(workload: Workload, evaluation: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(workload, LiveWorkload):
+        mix = workload.mix
+        return {
+            "name": "live",
+            "by_sample": dict(mix.by_sample),
+            "risky_departures": mix.risky,
+            "events": mix.produced,
+        }
+    assert isinstance(workload, HistoryWorkload)
+    h = workload.history
+    return {
+        "name": "history",
+        "simulation": h.files.meta,
+        "files": str(h.files.folder),
+        "cached": h.files.cached,
+        "sent": h.produced,
+        "by_kind": dict(h.by_kind),
+        "ran_out": h.exhausted,
+        "lost": len(h.lost),
+        "partial_requests": h.partial,
+        "retried_requests": h.retried_requests,
+        "retried_taken": h.retried_taken,
+        "first_sent": iso_ms(h.first_ms),
+        "last_sent": iso_ms(h.last_ms),
+        "ticks": h.ticks,
+        "tick_failures": h.tick_failures[:20],
+        "closing_tick": iso_ms(h.closed_ms),
+        "evaluation": evaluation,
+    }
 
 
 class StreamHolder:

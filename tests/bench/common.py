@@ -8,17 +8,25 @@ This module imports no other benchmark module (they import it), so it stays a le
 - moved here from ``bench_detectors``: :class:`Child`, :func:`child`, :func:`child_env`;
 - moved here from ``bench_sink``: :func:`table_rows` (records decoded as the sink decodes them);
 - new, for ``bench_e2e`` and ``bench_load``: :class:`LocalStack`, :func:`scrape`, :func:`usage`,
-  :class:`PacedSender`, :class:`FeedStream`, :class:`Periodic` and the table writers.
+  :class:`PacedSender`, :class:`FeedStream`, :class:`Periodic` and the table writers;
+- for ``bench_load``'s default workload: :func:`simulation_files` (a simulated history of years,
+  made once in a child process and cached) and :class:`History` (its requests in file order, with
+  the event-time clock ticks that a system key's replay needs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
 import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +38,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -40,8 +48,10 @@ import orjson
 from pydantic import SecretStr
 
 from connectors.gateway.app import SLUGS
+from connectors.gateway.ingest import Ingestor
 from connectors.gateway.keys import key_entry, new_key
-from connectors.gateway.publisher import OutRecord
+from connectors.gateway.publisher import KafkaPublisher, OutRecord
+from connectors.replay import read_lines
 from connectors.samples import SampleFactory
 from connectors.sink.localserver import ClickHouseServer
 from connectors.sink.tables import TABLES, Row
@@ -155,6 +165,392 @@ class LiveMix:
             if due > seconds:
                 return
             yield due, request
+
+
+# ---------------------------------------------------------------- simulated history
+
+# The simulator's travellers each make one trip, arriving on a day drawn uniformly over the span, so
+# a steady number of arrivals a day gives a steady population: ~150 a day is ~800 events a simulated
+# day (hotel stays, crossings, permit updates; the sponsors' monthly reports besides), 5.3 events per
+# traveller (measured: simulate(146, 22_000) has 117,347 events).
+SIM_START = date(2021, 1, 1)
+SIM_TRAVELLERS_PER_DAY = 150
+SIM_EVENTS_PER_TRAVELLER = 5.3
+
+
+def history_size(events: int) -> tuple[int, int]:
+    """(days, travellers) of a simulation with at least ``events`` events (5 % to spare) at
+    :data:`SIM_TRAVELLERS_PER_DAY` arrivals a day."""
+    travellers = math.ceil(events * 1.05 / SIM_EVENTS_PER_TRAVELLER)
+    days = max(60, math.ceil(travellers / SIM_TRAVELLERS_PER_DAY))
+    return days, days * SIM_TRAVELLERS_PER_DAY
+
+
+@dataclass(frozen=True)
+class HistoryFiles:
+    """A simulation's events and truth (JSON lines, as ``write_simulation`` writes them) and what
+    is known of them (``meta``: days, travellers, seed, start, events, by_kind, first_ms, last_ms,
+    end_ms, truth, withdrawn, seconds, peak_rss_mb)."""
+
+    folder: Path
+    meta: dict[str, Any]
+    cached: bool  # made by an earlier run
+
+    @property
+    def events(self) -> Path:
+        return self.folder / "events.jsonl"
+
+    @property
+    def truth(self) -> Path:
+        return self.folder / "truth.jsonl"
+
+
+def _simulation_key(days: int, travellers: int, seed: int, start: date) -> str:
+    """What the files depend on: the arguments, the simulator's code and the rules' numbers it reads
+    (not their version, which changes with numbers the simulator does not read)."""
+    from connectors import simulator
+
+    digest = hashlib.sha256(Path(simulator.__file__).read_bytes())
+    numbers = dataclasses.asdict(simulator.load_rules())
+    del numbers["version"]
+    digest.update(json.dumps(numbers, sort_keys=True, default=sorted).encode())  # sets sorted: no hash order
+    return f"{start.isoformat()}-{days}d-{travellers}t-seed{seed}-{digest.hexdigest()[:10]}"
+
+
+def simulation_files(
+    cache: Path, days: int, travellers: int, seed: int, start: date = SIM_START, say: Callable[[str], object] = print
+) -> HistoryFiles:
+    """The simulation's files in ``cache``, made first (in a child process: a million events take
+    minutes and gigabytes, which the benchmark's own process should not hold) unless an earlier run
+    made them with the same arguments, simulator and rules."""
+    folder = cache / f"history-{_simulation_key(days, travellers, seed, start)}"
+    meta_path = folder / "meta.json"  # written last: the files are complete
+    if meta_path.exists():
+        return HistoryFiles(folder, orjson.loads(meta_path.read_bytes()), cached=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    work = cache / f".{folder.name}.{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    say(
+        f"simulating {days:,} days of {travellers:,} travellers (seed {seed}, from {start}) into {folder} "
+        "(once: later runs with the same arguments use the files)"
+    )
+    code = "import sys; from tests.bench.common import write_history; write_history(*sys.argv[1:])"
+    argv = [sys.executable, "-c", code, str(work), str(days), str(travellers), str(seed), start.isoformat()]
+    try:
+        subprocess.run(argv, cwd=REPO, check=True)
+        if folder.exists():  # another run made them meanwhile
+            shutil.rmtree(work)
+        else:
+            work.rename(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return HistoryFiles(folder, orjson.loads(meta_path.read_bytes()), cached=False)
+
+
+def write_history(folder: str, days: str, travellers: str, seed: str, start: str) -> None:
+    """The child process of :func:`simulation_files`: the files and ``meta.json``."""
+    import resource
+
+    from connectors.simulator import write_simulation
+    from schemas.validation import parse_timestamp_ms
+
+    started = time.monotonic()
+    out = Path(folder)
+    sim = write_simulation(
+        int(days), int(travellers), int(seed), date.fromisoformat(start), out / "events.jsonl", out / "truth.jsonl"
+    )
+    times = [parse_timestamp_ms(e["event"]["reported_at"]) for e in sim.events]
+    meta = {
+        "days": int(days),
+        "travellers": int(travellers),
+        "seed": int(seed),
+        "start": start,
+        "events": len(sim.events),
+        "by_kind": dict(Counter(e["kind"] for e in sim.events)),
+        "first_ms": min(times),
+        "last_ms": max(times),
+        "end_ms": int(sim.end.timestamp() * 1000),
+        "truth": len(sim.truth),
+        "withdrawn": len(sim.withdrawn),
+        "seconds": round(time.monotonic() - started, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    (out / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+
+HISTORY_MAX_AGE = 4  # x batch: how many events back a kind's group may start before it goes
+HISTORY_RETRY_AFTER_S = 2.0  # a request answered 503 goes again this much later
+HISTORY_RETRIES = 10  # posts of one request at most
+HISTORY_RETRY_WAIT_S = 60.0  # after the sending, the longest wait for the retries
+
+
+@dataclass(frozen=True)
+class HistoryRequest(Request):
+    seq: int = 0
+    first_ms: int = 0  # reported_at of its first event (the earliest: they are in file order)
+    lines: tuple[int, ...] = ()  # the events' line numbers in the file
+
+
+class History:
+    """A simulated history, read from its file as it is sent, across the stages of a run. The
+    events are grouped per kind in file (``reported_at``) order, each kind's group going as a
+    request when it holds ``batch`` events or when its first event is ``HISTORY_MAX_AGE`` x
+    ``batch`` events behind in the file (a rare kind, permit updates and sponsor reports, waits no
+    longer): requests of one kind, mostly of ``batch`` events, reordered by a few hundred events at
+    most (hours of event time). (Cutting at every change of kind would keep the file's order but
+    give requests of 2 events on average: hotel and border events alternate.)
+
+    Event time is the file's: the gateway keeps a system key's ``reported_at`` and its wall-clock
+    ticks are off, so :meth:`send` writes the ticks itself (as ``pora replay`` does): every
+    ``tick_s`` seconds, a clock tick into every partition of every ingestion topic at the time of
+    the earliest event not yet answered, whether still grouped or in a request on its way (every
+    earlier event is on its topic or was refused). Without them a worker would release nothing:
+    its watermark is the least of its input topics' times, and agency reports never come."""
+
+    def __init__(self, files: HistoryFiles) -> None:
+        self.files = files
+        self._lines = (ln for ln in read_lines(files.events) if ln.event is not None)
+        self._next: Any = None  # a line read but not due before the stage's end: the next stage's first
+        self._groups: dict[str, list[Any]] = {}  # kind -> lines read, not yet in a request
+        self._seq = 0
+        self._pending: dict[int, HistoryRequest] = {}  # handed to the sender, not answered
+        self.read = 0  # events read from the file (grouped or handed out)
+        self.produced = 0  # events handed to the sender
+        self.by_kind: Counter[str] = Counter()
+        self.exhausted = False  # every event of the file was handed out
+        self.last_line = 0  # the file's last line handed out
+        self.first_ms: int | None = None  # reported_at of the first event handed out
+        self.last_ms: int | None = None  # ... and of the last
+        self.stage_first_ms: int | None = None  # of the first handed out by the latest schedule
+        self.lost: set[int] = set()  # lines of events handed out but not taken by the gateway
+        self.unsent: set[int] = set()  # lines read but never handed out (grouped when the run ended)
+        self.partial = 0  # requests answered 200 with fewer events taken than sent (all counted lost)
+        self.retried_requests = 0  # posts beyond the first (answered 503 or not at all)
+        self.retried_taken = 0  # requests taken on a retry
+        self._attempts: Counter[int] = Counter()  # seq -> failed posts
+        self._unavailable: dict[int, list[int]] = {}  # seq -> indexes its last 503 said were not taken
+        self._resending: set[asyncio.Task[None]] = set()
+        self._retrying = False
+        self._session: aiohttp.ClientSession | None = None
+        self._url = ""
+        self.ticked_ms: int | None = None  # the last clock tick's time
+        self.ticks = 0
+        self.tick_failures: list[str] = []
+        self.closed_ms: int | None = None  # the closing tick's time
+
+    @property
+    def complete(self) -> bool:
+        """Every event of the file was sent and taken: the file's truth holds."""
+        return self.exhausted and not self._groups and not self.lost and not self.unsent
+
+    def schedule(self, rate: float, seconds: float, batch: int) -> Iterator[tuple[float, Request]]:
+        """(due, request) at ``rate`` events a second until ``seconds`` or the end of the file (then
+        every group goes); a request is due when its last event was read."""
+        start = self.read
+        self.stage_first_ms = None
+        max_age = HISTORY_MAX_AGE * batch
+        groups = self._groups
+        while True:
+            ln = self._next if self._next is not None else next(self._lines, None)
+            self._next = None
+            if ln is None:
+                self.exhausted = True
+                due = (self.read - start) / rate
+                for kind in list(groups):
+                    yield due, self._request(kind)
+                return
+            due = (self.read + 1 - start) / rate
+            if due > seconds:
+                self._next = ln
+                return
+            self.read += 1
+            group = groups.setdefault(ln.kind, [])
+            group.append(ln)
+            if len(group) >= batch:
+                yield due, self._request(ln.kind)
+            for kind, lines in list(groups.items()):
+                if ln.number - lines[0].number >= max_age:
+                    yield due, self._request(kind)
+
+    def _request(self, kind: str) -> HistoryRequest:
+        lines = self._groups.pop(kind)
+        self._seq += 1
+        body = orjson.dumps([ln.event for ln in lines])
+        first, last = lines[0].at, lines[-1].at
+        r = HistoryRequest(
+            kind,
+            f"/v1/events/{SLUG_OF_KIND[kind]}",
+            body,
+            len(lines),
+            self._seq,
+            first,
+            tuple(ln.number for ln in lines),
+        )
+        self._pending[r.seq] = r
+        self.produced += len(lines)
+        self.by_kind[kind] += len(lines)
+        self.last_line = max(self.last_line, lines[-1].number)
+        self.first_ms = first if self.first_ms is None else min(self.first_ms, first)
+        self.stage_first_ms = first if self.stage_first_ms is None else min(self.stage_first_ms, first)
+        self.last_ms = last if self.last_ms is None else max(self.last_ms, last)
+        return r
+
+    def on_answer(self, request: Request, status: int, body: dict[str, Any] | None, _at: float) -> None:
+        """The sender's answers (``PacedSender.on_answer``)."""
+        if isinstance(request, HistoryRequest):
+            self._answer(request, status, body)
+
+    def _answer(self, request: HistoryRequest, status: int, body: dict[str, Any] | None) -> None:
+        taken = int(body.get("accepted", 0)) + int(body.get("duplicates", 0)) if body is not None else 0
+        if status == 200 and taken >= request.events:
+            self.retried_taken += self._attempts.pop(request.seq, 0) > 0
+            self._done(request, taken=True)
+            return
+        if body is not None and isinstance(body.get("unavailable"), list):
+            self._unavailable[request.seq] = [int(i) for i in body["unavailable"]]
+        self._attempts[request.seq] += 1
+        # 503 (the broker did not acknowledge in time) or no answer: send it again, as a client
+        # would; it stays pending meanwhile, so no clock tick passes its events
+        if (status == 0 or status >= 500) and self._attempts[request.seq] < HISTORY_RETRIES and self._retrying:
+            task = asyncio.get_running_loop().create_task(self._resend(request))
+            self._resending.add(task)
+            task.add_done_callback(self._resending.discard)
+            return
+        if status == 200:
+            self.partial += 1  # some refused: not expected of the simulator's events
+        self._done(request, taken=False)
+
+    async def _resend(self, request: HistoryRequest) -> None:
+        status, body = 0, None
+        try:
+            await asyncio.sleep(HISTORY_RETRY_AFTER_S)
+            if self._session is None:
+                raise RuntimeError("no session")
+            self.retried_requests += 1
+            try:
+                async with self._session.post(self._url + request.path, data=request.body) as resp:
+                    status, raw = resp.status, await resp.read()
+                parsed = orjson.loads(raw) if raw else None
+                body = parsed if isinstance(parsed, dict) else None
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+                status = 0
+        except asyncio.CancelledError:
+            self._done(request, taken=False)  # given up at the end of the stage
+            raise
+        self._answer(request, status, body)
+
+    def _done(self, request: HistoryRequest, *, taken: bool) -> None:
+        self._pending.pop(request.seq, None)
+        self._attempts.pop(request.seq, None)
+        unavailable = self._unavailable.pop(request.seq, None)
+        if not taken:
+            if unavailable is not None:  # the rest were receipted
+                self.lost.update(request.lines[i] for i in unavailable if 0 <= i < len(request.lines))
+            else:
+                self.lost.update(request.lines)
+
+    def frontier(self) -> int | None:
+        """The latest time a clock tick may claim: that of the earliest event read and not yet
+        answered (grouped, or in a request not answered), else of the next line to read, else of
+        the last handed out."""
+        times: list[int] = [lines[0].at for lines in self._groups.values()]
+        times += [r.first_ms for r in self._pending.values()]
+        if times:
+            return min(times)
+        return int(self._next.at) if self._next is not None else self.last_ms
+
+    async def send(
+        self,
+        sender: PacedSender,
+        schedule: Iterable[tuple[float, Request]],
+        settings: Settings,
+        *,
+        until: float,
+        tick_s: float,
+    ) -> None:
+        """``sender.run(schedule)`` with the clock ticks beside it, requests answered 503 (or not at
+        all) sent again until taken (the sender's figures count only the first try), and a tick at
+        the end. Requests still not taken ``HISTORY_RETRY_WAIT_S`` after the sending, or handed out
+        but never sent (time was up), count as lost."""
+        publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="pora-bench-ticks")
+        await publisher.start()
+        ingestor = Ingestor(settings, publisher, codec())
+        loop = asyncio.get_running_loop()
+        timeout = aiohttp.ClientTimeout(total=sender.timeout_s, sock_connect=10)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout, headers=sender.headers) as session:
+                self._session, self._url, self._retrying = session, sender.url, True
+                sending = asyncio.create_task(sender.run(schedule, until=until))
+                while not sending.done():
+                    await asyncio.wait({sending}, timeout=tick_s if tick_s > 0 else None)
+                    await self._tick(ingestor, self.frontier())
+                await sending
+                deadline = loop.time() + HISTORY_RETRY_WAIT_S
+                while self._resending and loop.time() < deadline:
+                    await asyncio.wait(set(self._resending), timeout=max(tick_s, 0.5))
+                    await self._tick(ingestor, self.frontier())
+                self._retrying = False
+                for task in list(self._resending):
+                    task.cancel()
+                await asyncio.gather(*self._resending, return_exceptions=True)
+                self._session = None
+            for request in list(self._pending.values()):
+                self._done(request, taken=False)
+            await self._tick(ingestor, self.frontier())
+        finally:
+            await publisher.stop()
+
+    async def _tick(self, ingestor: Ingestor, at: int | None) -> None:
+        if at is None or (self.ticked_ms is not None and at <= self.ticked_ms):
+            return
+        try:
+            await ingestor.tick(BENCH_SOURCE, at)
+        except Exception as exc:  # the broker may be busy: the next tick claims as much
+            self.tick_failures.append(repr(exc))
+            return
+        self.ticked_ms = at
+        self.ticks += 1
+
+    async def close(self, settings: Settings, lateness_ms: int) -> int:
+        """The closing tick, after the last stage: at the simulation's end when every event was
+        sent and taken (the truth file's horizon), else just past the last event sent, so that
+        every partition releases all it holds. Returns its time."""
+        for lines in self._groups.values():  # read, never sent
+            self.unsent.update(ln.number for ln in lines)
+        self._groups.clear()
+        if self.complete:
+            at = int(self.files.meta["end_ms"])
+        else:
+            at = (self.last_ms or int(self.files.meta["first_ms"])) + 2 * lateness_ms + 1000
+        publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="pora-bench-ticks")
+        await publisher.start()
+        try:
+            await Ingestor(settings, publisher, codec()).tick(BENCH_SOURCE, at)
+        finally:
+            await publisher.stop()
+        self.closed_ms = at
+        return at
+
+    def truth(self, lateness_ms: int) -> tuple[list[dict[str, Any]], str]:
+        """The alerts the rules give for what was sent, up to the closing tick (its time less the
+        lateness: the worker's last watermark), and where they came from: the file's truth when all
+        was sent, else :func:`connectors.simulator.ground_truth` over the events taken."""
+        from connectors.simulator import ground_truth
+
+        if self.complete:
+            lines = self.files.truth.read_bytes().splitlines()
+            return [orjson.loads(line) for line in lines if line.strip()], "the simulation's truth file"
+        if self.closed_ms is None:
+            raise RuntimeError("the closing tick was not sent")
+        events = [
+            {"kind": ln.kind, "event": ln.event}
+            for ln in itertools.takewhile(lambda ln: ln.number <= self.last_line, read_lines(self.files.events))
+            if ln.event is not None and ln.number not in self.lost and ln.number not in self.unsent
+        ]
+        end = datetime.fromtimestamp((self.closed_ms - lateness_ms) / 1000, tz=UTC)
+        truth, _ = ground_truth(events, end)
+        return truth, f"ground_truth() over the {len(events):,} events sent, to {end.isoformat(timespec='seconds')}"
 
 
 # ---------------------------------------------------------------- /proc
@@ -720,7 +1116,10 @@ class PacedSender:
     """Posts a schedule of requests open-loop: each goes at its due time whatever became of the
     earlier ones. Only ``max_in_flight`` unanswered requests hold it back; it then falls behind,
     which ``Answer.sent - Answer.due`` shows. ``on_answer(request, status, body, wall time)`` sees
-    every answer (its JSON body, or None)."""
+    every answer (its JSON body, or None). ``in_order(request)``, when given, names a sequence:
+    a request of one waits (holding its place among the ``max_in_flight``) until the previous
+    request of the same sequence is answered, so that they reach the gateway, and their topic, in
+    order; None (and no ``in_order``, the default): no wait."""
 
     def __init__(
         self,
@@ -730,8 +1129,10 @@ class PacedSender:
         max_in_flight: int = 256,
         timeout_s: float = 120.0,
         on_answer: Callable[[Request, int, dict[str, Any] | None, float], None] | None = None,
+        in_order: Callable[[Request], str | None] | None = None,
     ) -> None:
         self.url = url
+        self.in_order = in_order
         self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
@@ -757,6 +1158,7 @@ class PacedSender:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=10)
         room = asyncio.Semaphore(self.max_in_flight)
         pending: set[asyncio.Task[None]] = set()
+        last_of: dict[str, asyncio.Task[None]] = {}  # in_order's sequence -> its latest request
         cpu0 = time.process_time()
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             self.started, self.started_wall = time.perf_counter(), time.time()
@@ -769,7 +1171,11 @@ class PacedSender:
                     room.release()
                     self.stopped_behind = True
                     break
-                task = asyncio.create_task(self._post(session, due, request))
+                key = self.in_order(request) if self.in_order is not None else None
+                after = last_of.get(key) if key is not None else None
+                task = asyncio.create_task(self._post(session, due, request, after))
+                if key is not None:
+                    last_of[key] = task
                 pending.add(task)
 
                 def done(t: asyncio.Task[None]) -> None:
@@ -782,7 +1188,11 @@ class PacedSender:
         self.finished = self.now()
         self.cpu_s = time.process_time() - cpu0
 
-    async def _post(self, session: aiohttp.ClientSession, due: float, request: Request) -> None:
+    async def _post(
+        self, session: aiohttp.ClientSession, due: float, request: Request, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None and not after.done():
+            await asyncio.wait({after})  # the previous request of its sequence first
         sent = self.now()
         self.sent_requests += 1
         self.sent_events += request.events
