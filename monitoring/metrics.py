@@ -97,6 +97,13 @@ LATE_EVENTS = Counter(
     ["stage"],
 )
 WORKER_PARTITIONS = Gauge("pora_worker_partitions_assigned", "Input partitions this worker holds, by stage.", ["stage"])
+WORKER_STATE = Gauge(
+    "pora_worker_state_items",
+    "What the detectors hold in memory, summed over this worker's partitions, by stage and kind "
+    "(person: people, record ids, timers; entity: establishments, sponsors, journeys, record ids, "
+    "timers). Follows the people and places watched, not the events read (retention.days).",
+    ["stage", "kind"],
+)
 
 # --- consumer lag (every consuming service exports its own) ----------------------------------
 CONSUMER_LAG = Gauge(

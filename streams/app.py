@@ -26,6 +26,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -342,6 +343,11 @@ class _WorkerGauges:
             ("entity", self.entity_detectors),
         )
         for stage, detectors in stages:
+            held: Counter[str] = Counter()
+            for detector in list(detectors.values()):
+                held.update(detector.held())
+            for kind, n in held.items():
+                metrics.WORKER_STATE.labels(stage, kind).set(n)
             for p, detector in list(detectors.items()):
                 timeline: Timeline = detector.timeline
                 if timeline.watermark != NEVER:

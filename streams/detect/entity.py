@@ -96,6 +96,16 @@ class EntityDetector:
         self._clock = clock or (lambda: int(_time.time() * 1000))
         self._out: list[dict[str, Any]] = []
 
+    def held(self) -> dict[str, int]:
+        """What this partition holds, by kind (cheap: for the worker's metrics)."""
+        return {
+            "establishments": len(self.establishments),
+            "sponsors": len(self.sponsors),
+            "journeys": len(self._journey_horizon),
+            "record_ids": len(self.applied),
+            "timers": self.timeline.pending(),
+        }
+
     # ------------------------------------------------------------------ input
 
     def offer_fact(self, fact: dict[str, Any]) -> list[dict[str, Any]]:

@@ -212,6 +212,10 @@ class PersonDetector:
         self._told: dict[tuple[str, int], tuple[str, str]] = {}
         self._told_horizon: Horizon[tuple[str, int]] = Horizon(self.retain_ms, self._forget_told)
 
+    def held(self) -> dict[str, int]:
+        """What this partition holds, by kind (cheap: for the worker's metrics)."""
+        return {"people": len(self.people), "record_ids": len(self.applied), "timers": self.timeline.pending()}
+
     # ------------------------------------------------------------------ input
 
     def offer(self, topic: str, kind: str, record: dict[str, Any]) -> list[dict[str, Any]]:

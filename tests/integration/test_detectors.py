@@ -271,6 +271,8 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
         assert 0 < _sum(ports[1], "pora_alerts_total") <= len(after)
         assert _sum(ports[1], "pora_event_to_alert_seconds_count") > 0
         assert any(k.startswith("pora_worker_watermark_delay_seconds") for k in seen)
+        assert seen.get('pora_worker_state_items{kind="people",stage="person"}', 0) > 0, seen
+        assert seen.get('pora_worker_state_items{kind="record_ids",stage="person"}', 0) > 0, seen
     finally:
         for w in workers:
             stop_process(w.pid)
