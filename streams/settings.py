@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     )
     feed_secret: SecretStr | None = Field(default=None, description="signs session cookies and CSRF tokens")
     feed_session_hours: float = 12.0
+    feed_board_days: float = Field(
+        default=90.0,
+        gt=0,
+        description="event-time days of alerts the feed's board holds (older open CRITICAL ones stay); "
+        "older alerts are in the analytics",
+    )
 
     # Metrics of the services without an HTTP port of their own (gateway and feed serve /metrics)
     metrics_host: str = Field(default="127.0.0.1", description="where the worker and sink serve /metrics")

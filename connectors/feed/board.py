@@ -146,14 +146,28 @@ class Filters:
         return not (self.until is not None and a.first_at > self.until)
 
 
+DAY_MS = 86_400_000
+SWEEP_EVERY = 1000  # records applied between two sweeps of the board
+
+
 class AlertBoard:
-    def __init__(self, max_queue: int = 1000) -> None:
+    """The supervisors' working board. It holds the alerts whose latest record or action lies
+    within ``horizon_days`` of event time (the newest alert record's ``occurred_at``), and any older
+    CRITICAL alert still open (an overstay past the deportation threshold waits for someone);
+    older alerts are in the analytics (ClickHouse, `pora report`). Event time, not the wall clock,
+    so a feed that replays the topics after a restart builds the same board."""
+
+    def __init__(self, max_queue: int = 1000, *, horizon_days: float = 90.0) -> None:
         self.alerts: dict[str, Alert] = {}
         self._seen: set[str] = set()  # record ids applied (alerts and actions), so redelivery is harmless
         self._subscribers: set[asyncio.Queue[Alert | None]] = set()
         self._max_queue = max_queue
         self._orphans: dict[str, list[dict[str, Any]]] = {}  # actions read before their alert
         self.actions: dict[str, dict[str, Any]] = {}  # every action applied, by event id (idempotent retries)
+        self.horizon_ms = int(horizon_days * DAY_MS)
+        self.newest = 0  # the latest occurred_at of an alert record applied
+        self.evicted = 0  # alerts that left the board for their age
+        self._since_sweep = 0
 
     def apply_alert(self, record: dict[str, Any]) -> Alert | None:
         if record["event_id"] in self._seen:
@@ -167,7 +181,9 @@ class AlertBoard:
         else:
             alert.record = record
         alert.history.append(record)
+        self.newest = max(self.newest, int(record["occurred_at"]))
         self._notify(alert)
+        self._count_for_sweep()
         return alert
 
     def apply_action(self, record: dict[str, Any]) -> Alert | None:
@@ -181,7 +197,40 @@ class AlertBoard:
             return None
         alert.actions.append(record)
         self._notify(alert)
+        self._count_for_sweep()
         return alert
+
+    # ------------------------------------------------------------------ horizon
+
+    def _count_for_sweep(self) -> None:
+        self._since_sweep += 1
+        if self._since_sweep >= SWEEP_EVERY:
+            self.sweep()
+
+    def _stays(self, a: Alert, before: int) -> bool:
+        last = max([int(a.record["occurred_at"])] + [int(x["occurred_at"]) for x in a.actions])
+        if last >= before:
+            return True
+        return a.record["severity"] == "CRITICAL" and a.record["status"] != "WITHDRAWN" and a.triage != "RESOLVED"
+
+    def sweep(self) -> int:
+        """Take the alerts that aged out of the horizon off the board (with what was kept to
+        recognise their records); returns how many left."""
+        self._since_sweep = 0
+        before = self.newest - self.horizon_ms
+        gone = [a for a in self.alerts.values() if not self._stays(a, before)]
+        for a in gone:
+            del self.alerts[a.alert_id]
+            for h in a.history:
+                self._seen.discard(h["event_id"])
+            for x in a.actions:
+                self._seen.discard(x["event_id"])
+                self.actions.pop(x["event_id"], None)
+        for aid, actions in list(self._orphans.items()):
+            if all(int(x["occurred_at"]) < before for x in actions):
+                del self._orphans[aid]  # actions on an alert that will not come (or aged out)
+        self.evicted += len(gone)
+        return len(gone)
 
     def visible(self, user: User, filters: Filters = Filters()) -> list[Alert]:
         found = [a for a in self.alerts.values() if user.sees(a.office, a.rule_id) and filters.match(a)]

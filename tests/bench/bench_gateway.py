@@ -94,6 +94,9 @@ class _Capture:
     def healthy(self) -> bool:
         return True
 
+    async def partitions(self, topic: str) -> int:
+        return PARTITIONS
+
     async def publish(self, records: Sequence[OutRecord]) -> list[BaseException | None]:
         self.records.extend(records)
         return [None] * len(records)

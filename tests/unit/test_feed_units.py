@@ -138,3 +138,30 @@ def test_triage_state_follows_the_actions_even_when_they_come_before_their_alert
     assert Filters(status="WITHDRAWN").match(board.alerts["A"]) and not Filters(status="RAISED").match(
         board.alerts["A"]
     )
+
+
+def test_the_board_holds_a_horizon_of_event_time_and_open_critical_alerts() -> None:
+    day = 86_400_000
+    board = AlertBoard(horizon_days=10)
+    board.apply_alert(record("OLD", "KANIM-BATAM", "report.late", at=1 * day))
+    board.apply_alert(record("CRIT", "KANIM-BATAM", "overstay", at=1 * day) | {"severity": "CRITICAL"})
+    board.apply_alert(record("DONE", "KANIM-BATAM", "overstay", at=1 * day) | {"severity": "CRITICAL"})
+    board.apply_action(action("DONE", "RESOLVE", 2 * day, "CONFIRMED"))
+    board.apply_alert(record("ACTED", "KANIM-BATAM", "report.late", at=1 * day))
+    board.apply_action(action("ACTED", "ACKNOWLEDGE", 8 * day))  # an action keeps it as recent as itself
+    board.apply_action(action("NEVER", "COMMENT", 1 * day))  # for an alert that never comes
+    board.apply_alert(record("NEW", "KANIM-BATAM", "report.late", at=15 * day))
+    assert board.sweep() == 2
+    assert set(board.alerts) == {"CRIT", "ACTED", "NEW"}
+    assert "NEVER" not in board._orphans and "act-DONE-172800000" not in board.actions
+    board.apply_alert(record("NEWER", "KANIM-BATAM", "report.late", at=20 * day))
+    assert board.sweep() == 1 and set(board.alerts) == {"CRIT", "NEW", "NEWER"} and board.evicted == 3
+    # what the board forgot of an evicted alert does not keep it from coming back if it is sent again
+    assert board.apply_alert(record("OLD", "KANIM-BATAM", "report.late", at=1 * day)) is not None
+
+
+def test_the_board_sweeps_itself_as_records_come() -> None:
+    board = AlertBoard(horizon_days=1)
+    for i in range(3_000):
+        board.apply_alert(record(f"A{i}", "KANIM-BATAM", "report.late", at=i * 3_600_000))
+    assert len(board.alerts) < 1_100 and len(board._seen) < 1_100  # a day is 24 records; swept every 1000
