@@ -64,7 +64,7 @@ bench: bench-gateway bench-detectors bench-sink bench-e2e ## all benchmarks (pri
 bench-e2e: $(STAMP) ## gateway -> ClickHouse rate and event -> feed alert latency in one run, each stage beside its baseline
 	$(BIN)/python -m tests.bench.bench_e2e
 
-bench-load: $(STAMP) ## 2,000 events/s for 10 minutes on the local stack: RSS and lag of every service (LOAD_SECONDS=, LOAD_RATE=)
+bench-load: $(STAMP) ## 2,000 events/s for 10 minutes on the local stack (a simulated history, cached in bench-results/cache): RSS, lag, held state, precision/recall (LOAD_SECONDS=, LOAD_RATE=)
 	$(BIN)/python -m tests.bench.bench_load $(if $(LOAD_SECONDS),--seconds $(LOAD_SECONDS)) $(if $(LOAD_RATE),--rate $(LOAD_RATE))
 
 bench-gateway: $(STAMP) ## gateway ingestion vs the raw producer on the same broker
