@@ -23,6 +23,10 @@ class Horizon(Generic[T]):
 
     def add(self, at: int, item: T) -> None:
         self.expire(at)
+        self.push(at, item)
+
+    def push(self, at: int, item: T) -> None:
+        """Add without expiring first (for a caller that just did)."""
         self._order.append((at, item))
 
     def expire(self, now: int) -> None:
@@ -50,7 +54,7 @@ class RecentIds:
         if key in self._ids:
             return False
         self._ids.add(key)
-        self._horizon.add(at, key)
+        self._horizon.push(at, key)
         return True
 
     def __contains__(self, key: object) -> bool:
