@@ -18,9 +18,11 @@ truth too, but where a later cast's check-ins change an establishment's report d
 Most travellers behave: they check in at the hotel they declared within hours, the hotel reports
 within hours (crossings within minutes), they check out and leave before their permit ends.
 Labelled minorities (``Simulation.scenarios`` names each traveller's) break one rule each:
-overstayers who stay on, who are located at a hotel, who are caught leaving (one of each kind past
-``overstay.escalate_at_days`` when ``days`` allow); VoA extensions granted before expiry and
-reported on time, or only 1-5 days into the overstay; check-ins reported more than a day late;
+overstayers who stay on (leaving, or deported, more than ``overstay.escalate_at_days`` and at most a
+year after their permit ended), who are located at a hotel (and sent home within a month of it), who
+are caught leaving (one of each kind past ``overstay.escalate_at_days`` when ``days`` allow); VoA
+extensions granted before expiry and reported on time, or only 1-5 days into the overstay; check-ins
+reported more than a day late;
 declared hotels that never report (the traveller staying past the 48 h deadline, or leaving
 before it); guests leaving without a CHECK_OUT or staying 2-4 days past their expected date; late
 duplicate check-ins withdrawn by a CANCEL; room CORRECTIONs; citizens whose journey reaches the
@@ -307,6 +309,7 @@ class Rules:
     checkout_grace_ms: int
     threshold: float
     passport_new_days: int
+    previous_delay_days: int
     risk_countries: frozenset[str]
     moratorium_countries: frozenset[str]
     weights: dict[str, float]
@@ -334,6 +337,7 @@ def load_rules(path: Path = RULES_PATH) -> Rules:
         checkout_grace_ms=round(float(raw["reporting"]["checkout_grace_hours"]) * HOUR),
         threshold=float(tppo["threshold"]),
         passport_new_days=int(tppo["passport_new_days"]),
+        previous_delay_days=int(tppo["previous_delay_days"]),
         risk_countries=frozenset(tppo["risk_countries"]),
         moratorium_countries=frozenset(tppo["moratorium_countries"]),
         weights={str(k): float(v) for k, v in tppo["weights"].items()},
@@ -838,6 +842,8 @@ _CITIZEN_SCENARIOS: tuple[tuple[str, float], ...] = (
     ("tppo_repeat", 0.015),
 )
 _CITIZEN_SHARE = 0.22
+_STAY_ON_DAYS = 365  # an overstayer who stays on leaves (or is deported) at most this long after the permit
+_DEPORTED_WITHIN_DAYS = 30  # an overstayer located at a hotel is sent home within this many days of leaving it
 # foreigners whose whereabouts go unreported for more than whereabouts_silent_days, drawn last
 _WHEREABOUTS_SCENARIOS: tuple[tuple[str, float], ...] = (
     ("whereabouts_villa", 0.02),
@@ -1250,12 +1256,14 @@ class _Generator:
         if escalated:
             self.scenarios[p.key] = "overstay_stays_escalated"
         until = a0 + stay - 1
+        # months later they leave, or are deported: an overstayer does not stay for ever
+        leaves = until + r.randint(self.rules.escalate_at_days + 1, _STAY_ON_DAYS)
         self.trip(
             p,
             region=region,
             a0=a0,
             permit=permit,
-            dep_day=None,
+            dep_day=leaves if leaves <= self.days - 1 else None,
             n_stays=r.choice((1, 2)),
             hotels_until=max(a0 + 1, until - r.randint(3, 12)),
         )
@@ -1270,7 +1278,9 @@ class _Generator:
             return self._fallback(p, region)
         until = a0 + stay - 1
         hotels_until = max(a0 + 1, until - r.randint(3, 12))
-        self.trip(p, region=region, a0=a0, permit=permit, dep_day=None, n_stays=1, hotels_until=hotels_until)
+        arrived, _, _ = self.trip(
+            p, region=region, a0=a0, permit=permit, dep_day=None, n_stays=1, hotels_until=hotels_until
+        )
         found = until + r.randint(1, min(20, self.days - 1 - until))
         if found == hotels_until + self.rules.whereabouts_silent_days and found < self.days - 1:
             found += 1  # not on the silence's last day: reported after its alert, would it withdraw it?
@@ -1283,6 +1293,9 @@ class _Generator:
         self.emit_stay(
             p, _Stay(est, self.at(found, self.secs(13, 21), tz), out, self.day(found + nights), permit=permit)
         )
+        deported = found + nights + r.randint(1, _DEPORTED_WITHIN_DAYS)  # found, they are sent home
+        if deported <= self.days - 1:
+            self.depart(p, _region_of(est), deported, out, arrived)
         return None
 
     def _f_overstay_exit(self, p: _Person, region: str) -> None:
@@ -2756,7 +2769,11 @@ class _Timeline:
             if purpose == "WORK" and str(j["destination_country"]).upper() in rules.moratorium_countries:
                 score += w["moratorium_destination"]
             checkpoint = e.body["checkpoint"]["checkpoint_id"]
-            if any(r.body["checkpoint"]["checkpoint_id"] != checkpoint for r in raised):
+            if any(
+                r.body["checkpoint"]["checkpoint_id"] != checkpoint
+                and (_local_date(e.occ) - _local_date(r.occ)).days <= rules.previous_delay_days
+                for r in raised
+            ):
                 score += w["previous_delay"]
             label = None
             if score >= rules.threshold:

@@ -90,8 +90,12 @@ class Settings(BaseSettings):
     feed_board_days: float = Field(
         default=90.0,
         gt=0,
-        description="event-time days of alerts the feed's board holds (older open CRITICAL ones stay); "
-        "older alerts are in the analytics",
+        description="event-time days of alerts the feed's board holds; older alerts are in the analytics",
+    )
+    feed_board_critical_days: float = Field(
+        default=365.0,
+        gt=0,
+        description="event-time days an open (untriaged) CRITICAL alert stays on the feed's board",
     )
 
     # Metrics of the services without an HTTP port of their own (gateway and feed serve /metrics)

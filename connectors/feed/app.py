@@ -606,7 +606,9 @@ def build_feed(
 ) -> web.Application:
     app = web.Application(middlewares=[security, authenticate], client_max_size=64 * 1024)
     app[USERS] = users
-    app[BOARD] = board or AlertBoard(horizon_days=settings.feed_board_days)
+    app[BOARD] = board or AlertBoard(
+        horizon_days=settings.feed_board_days, critical_days=settings.feed_board_critical_days
+    )
     app[SESSIONS] = Sessions(settings.feed_key, settings.feed_session_hours)
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher or KafkaPublisher(settings.kafka_bootstrap, client_id="pora-feed")

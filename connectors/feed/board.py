@@ -152,12 +152,13 @@ SWEEP_EVERY = 1000  # records applied between two sweeps of the board
 
 class AlertBoard:
     """The supervisors' working board. It holds the alerts whose latest record or action lies
-    within ``horizon_days`` of event time (the newest alert record's ``occurred_at``), and any older
-    CRITICAL alert still open (an overstay past the deportation threshold waits for someone);
-    older alerts are in the analytics (ClickHouse, `pora report`). Event time, not the wall clock,
-    so a feed that replays the topics after a restart builds the same board."""
+    within ``horizon_days`` of event time (the newest alert record's ``occurred_at``), and a CRITICAL
+    alert still open for ``critical_days`` (an overstay past the deportation threshold waits for
+    someone, but a board that kept every untriaged one for ever would grow for ever); older alerts
+    are in the analytics (ClickHouse, `pora report`). Event time, not the wall clock, so a feed that
+    replays the topics after a restart builds the same board."""
 
-    def __init__(self, max_queue: int = 1000, *, horizon_days: float = 90.0) -> None:
+    def __init__(self, max_queue: int = 1000, *, horizon_days: float = 90.0, critical_days: float = 365.0) -> None:
         self.alerts: dict[str, Alert] = {}
         self._seen: set[str] = set()  # record ids applied (alerts and actions), so redelivery is harmless
         self._subscribers: set[asyncio.Queue[Alert | None]] = set()
@@ -165,6 +166,7 @@ class AlertBoard:
         self._orphans: dict[str, list[dict[str, Any]]] = {}  # actions read before their alert
         self.actions: dict[str, dict[str, Any]] = {}  # every action applied, by event id (idempotent retries)
         self.horizon_ms = int(horizon_days * DAY_MS)
+        self.critical_ms = max(self.horizon_ms, int(critical_days * DAY_MS))
         self.newest = 0  # the latest occurred_at of an alert record applied
         self.evicted = 0  # alerts that left the board for their age
         self._since_sweep = 0
@@ -207,18 +209,23 @@ class AlertBoard:
         if self._since_sweep >= SWEEP_EVERY:
             self.sweep()
 
-    def _stays(self, a: Alert, before: int) -> bool:
+    def _stays(self, a: Alert) -> bool:
         last = max([int(a.record["occurred_at"])] + [int(x["occurred_at"]) for x in a.actions])
-        if last >= before:
+        if last >= self.newest - self.horizon_ms:
             return True
-        return a.record["severity"] == "CRITICAL" and a.record["status"] != "WITHDRAWN" and a.triage != "RESOLVED"
+        return (
+            last >= self.newest - self.critical_ms
+            and a.record["severity"] == "CRITICAL"
+            and a.record["status"] != "WITHDRAWN"
+            and a.triage != "RESOLVED"
+        )
 
     def sweep(self) -> int:
         """Take the alerts that aged out of the horizon off the board (with what was kept to
         recognise their records); returns how many left."""
         self._since_sweep = 0
         before = self.newest - self.horizon_ms
-        gone = [a for a in self.alerts.values() if not self._stays(a, before)]
+        gone = [a for a in self.alerts.values() if not self._stays(a)]
         for a in gone:
             del self.alerts[a.alert_id]
             for h in a.history:

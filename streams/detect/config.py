@@ -57,6 +57,7 @@ class TppoWeights(_Strict):
 class TppoConfig(_Strict):
     threshold: float = Field(gt=0)
     passport_new_days: int = Field(ge=0)
+    previous_delay_days: int = Field(ge=0)
     group_window_hours: float = Field(gt=0)
     group_min_travellers: int = Field(ge=2)
     risk_countries: frozenset[str]

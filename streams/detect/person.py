@@ -126,7 +126,7 @@ class Person:
     arrival: Arrival | None = None
     permit: Permit | None = None
     checkins: dict[str, CheckIn] = field(default_factory=dict)
-    screened_at: dict[str, str] = field(default_factory=dict)  # checkpoint id -> departure event id
+    screened_at: dict[str, int] = field(default_factory=dict)  # checkpoint id -> local day of its latest screening
     alerts: AlertStates = field(default_factory=dict)
     # whereabouts: the best of the sightings that can no longer change (arrivals, check-outs, sponsor
     # listings, retired check-ins); the open check-ins are weighed against it each time
@@ -497,7 +497,12 @@ class PersonDetector:
                     f"work in {dep['destination_country']}, under a placement moratorium",
                 )
             )
-        earlier = {cp: ev for cp, ev in person.screened_at.items() if cp != checkpoint["checkpoint_id"]}
+        today = local_day(occurred)
+        earlier = [
+            cp
+            for cp, day in person.screened_at.items()
+            if cp != checkpoint["checkpoint_id"] and today - day <= t.previous_delay_days
+        ]
         if earlier:
             fired.append(("previous_delay", w.previous_delay, f"screened before at {', '.join(sorted(earlier))}"))
         refs = [
@@ -526,7 +531,8 @@ class PersonDetector:
             )
         if sum(weight for _, weight, _ in fired) < t.threshold:
             return
-        person.screened_at.setdefault(checkpoint["checkpoint_id"], rec["event_id"])
+        cp = checkpoint["checkpoint_id"]
+        person.screened_at[cp] = max(today, person.screened_at.get(cp, today))
         self._emit(
             person,
             tppo_finding(
@@ -760,8 +766,9 @@ class PersonDetector:
         """Forget what no report within the retention horizon can change any more (RULES.md,
         "Retention"): the check-ins settled before it (folded into the person's settled whereabouts)
         with their alerts, and, once the person has left (or is a citizen) and nothing about them is
-        pending or came within it, the person: a citizen screened before keeps only the screenings (a
-        later departure is judged against them), anyone else is forgotten whole."""
+        pending or came within it, the person: a citizen screened within ``tppo.previous_delay_days``
+        keeps only those screenings (a later departure is judged against them) until they are older,
+        anyone else is forgotten whole."""
         person.retiring = False
         before = now - self.retain_ms
         # a citizen's alerts are screenings of departures, which nothing later withdraws
@@ -778,21 +785,26 @@ class PersonDetector:
                     person.sighted(ci.sighting())
                 del person.checkins[ci.event_id]
                 retired.add(ci.event_id)
-        if gone and not person.screened_at:
-            del self.people[person.key]  # nothing left that a later record would be judged by
-            return
+        lookback = self.rules.tppo.previous_delay_days
         if gone:
+            # a departure reported within the horizon is judged against the screenings of the
+            # previous_delay_days before it: older ones can no longer count
+            oldest = local_day(before) - lookback
+            person.screened_at = {cp: day for cp, day in person.screened_at.items() if day >= oldest}
+            if not person.screened_at:
+                del self.people[person.key]  # nothing left that a later record would be judged by
+                return
             person.alerts.clear()
-        elif retired:
-            for aid, (finding, _, _) in list(person.alerts.items()):
+            due = day_start(max(person.screened_at.values()) + lookback + 1) + self.retain_ms
+        else:
+            for aid, (finding, _, _) in list(person.alerts.items()) if retired else ():
                 if finding.rule_id in CHECK_IN_RULES and finding.window in retired:
                     del person.alerts[aid]
-        if not gone:
             # away: when the horizon has passed their last record and check-out deadlines; in the
             # country: a horizon on, for the check-ins that settle meanwhile
             due = max(person.touched + self.retain_ms, person.busy_until) + 1 if away else now + self.retain_ms
-            person.retiring = True
-            self.timeline.schedule(max(due, now + 1), f"{person.key}:retire", ("retire", person.key))
+        person.retiring = True
+        self.timeline.schedule(max(due, now + 1), f"{person.key}:retire", ("retire", person.key))
 
     def _fire(self, at: int, payload: tuple[Any, ...]) -> None:
         rule, key = payload[0], payload[1]

@@ -190,6 +190,17 @@ def test_tppo_previous_screening_at_another_checkpoint_counts() -> None:
     assert "previous_delay" in {e["name"] for e in alerts[1]["evidence"]}
 
 
+def test_tppo_previous_screening_counts_for_previous_delay_days_only() -> None:
+    lookback = RULES.tppo.previous_delay_days
+    risky = journey(destination_country="KHM", return_ticket=False)
+    for gap, counts in ((lookback, True), (lookback + 1, False)):
+        first = departure("c1", at(10), nat="IDN", journey=risky)
+        again = departure("c1", at(10 + gap), nat="IDN", checkpoint=CP2, journey=risky)
+        alerts = run([first, again], until=at(11 + gap))
+        assert len(alerts) == 2
+        assert ("previous_delay" in {e["name"] for e in alerts[1]["evidence"]}) is counts, gap
+
+
 def test_work_without_placement_to_a_moratorium_country() -> None:
     work = journey(destination_country="SAU", purpose="WORK")
     alerts = run([departure("c1", at(10), nat="IDN", journey=work)], until=at(11))

@@ -160,6 +160,20 @@ def test_the_board_holds_a_horizon_of_event_time_and_open_critical_alerts() -> N
     assert board.apply_alert(record("OLD", "KANIM-BATAM", "report.late", at=1 * day)) is not None
 
 
+def test_an_open_critical_alert_leaves_the_board_after_its_own_longer_horizon() -> None:
+    day = 86_400_000
+    board = AlertBoard(horizon_days=10, critical_days=30)
+    board.apply_alert(record("CRIT", "KANIM-BATAM", "overstay", at=1 * day) | {"severity": "CRITICAL"})
+    board.apply_alert(record("SEEN", "KANIM-BATAM", "overstay", at=1 * day) | {"severity": "CRITICAL"})
+    board.apply_action(action("SEEN", "ACKNOWLEDGE", 25 * day))  # still open, but looked at later
+    board.apply_alert(record("NOW", "KANIM-BATAM", "report.late", at=31 * day))
+    assert board.sweep() == 0 and set(board.alerts) == {"CRIT", "SEEN", "NOW"}
+    board.apply_alert(record("LATER", "KANIM-BATAM", "report.late", at=32 * day))
+    assert board.sweep() == 1 and set(board.alerts) == {"SEEN", "NOW", "LATER"}
+    board.apply_alert(record("LATEST", "KANIM-BATAM", "report.late", at=56 * day))
+    assert board.sweep() == 3 and set(board.alerts) == {"LATEST"}
+
+
 def test_the_board_sweeps_itself_as_records_come() -> None:
     board = AlertBoard(horizon_days=1)
     for i in range(3_000):

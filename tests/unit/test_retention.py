@@ -132,6 +132,19 @@ def test_a_citizen_screened_months_ago_is_remembered_for_previous_delay() -> Non
     assert any(e["name"] == "previous_delay" for e in screening["evidence"])
 
 
+def test_a_screening_older_than_the_lookback_is_forgotten_and_no_longer_counts() -> None:
+    lookback = RULES.tppo.previous_delay_days
+    risky = journey(destination_country="KHM", return_ticket=False)
+    retaining = PersonDetector(RULES, clock=lambda: 0)
+    run([departure("c1", at(0), nat="IDN", journey=risky)], at(lookback - 1), retaining)
+    assert retaining.people["c1"].screened_at  # still within the lookback
+    run([], at(lookback + H + 2), retaining)
+    assert "c1" not in retaining.people
+    again = run([departure("c1", at(lookback + H + 3), nat="IDN", journey=risky, checkpoint=CP2)], at(lookback + H + 4))
+    (screening,) = again
+    assert not any(e["name"] == "previous_delay" for e in screening["evidence"])
+
+
 def test_a_redelivery_inside_the_horizon_is_ignored() -> None:
     event = hotel("d1", at(1), 1, expected_out=3, eid="same")
     retaining = PersonDetector(RULES, clock=lambda: 0)

@@ -418,8 +418,28 @@ def test_overstayers_located_at_a_hotel() -> None:
         rules = Counter(t["rule_id"] for t in labels_of(s, person))
         # they live privately before and after the hotel that finds them: more than 14 days of that go unaccounted
         silent += rules.pop("whereabouts.unknown", 0)
-        assert rules == Counter({"overstay": 1, "overstay.located": 1, "permit.expiring": 1})
+        sent_home = rules.pop("overstay.at_exit", 0)  # within a month of the hotel, when the horizon allows
+        assert rules == Counter({"overstay": 1, "overstay.located": 1, "permit.expiring": 1}) and sent_home <= 1
     assert silent >= len(located)
+
+
+def test_overstayers_who_stay_on_leave_months_later_when_the_horizon_allows() -> None:
+    s = sim(days=500, travellers=300)
+    escalate = load_rules().escalate_at_days
+    stay_on = people_in(s, "overstay_stays") + people_in(s, "overstay_stays_escalated")
+    left = 0
+    for person in stay_on:
+        rules = Counter(t["rule_id"] for t in labels_of(s, person))
+        assert rules["overstay"] == 1 and rules["permit.expiring"] == 1
+        exits = [t for t in labels_of(s, person) if t["rule_id"] == "overstay.at_exit"]
+        left += len(exits)
+        (overstay,) = [t for t in labels_of(s, person) if t["rule_id"] == "overstay"]
+        until = date.fromisoformat(overstay["window"])
+        for t in exits:  # after the escalation: they stayed on for months
+            (dep,) = [e for e in by_person(s)[person] if e["event_id"] == t["window"]]
+            over = (date.fromisoformat(dep["occurred_at"][:10]) - until).days
+            assert escalate < over <= 365 + 1, (person, over)
+    assert 0 < left <= len(stay_on)
 
 
 def test_a_voa_extension_on_time_prevents_the_overstay() -> None:
