@@ -998,10 +998,13 @@ class _Generator:
         room = f"Blok B-{r.randrange(1, 40)}" if stay.est is MESS else str(r.randrange(101, 720))
         if stay.late_in:
             reported = self.office_hours(stay.check_in + self.delay(25 * 3600, 60 * 3600), stay.tz)
-        elif r.random() < 0.85:
-            reported = stay.check_in + self.delay(120, 3 * 3600)
         else:
-            reported = stay.check_in + self.delay(3 * 3600, 12 * 3600)
+            if r.random() < 0.85:
+                reported = stay.check_in + self.delay(120, 3 * 3600)
+            else:
+                reported = stay.check_in + self.delay(3 * 3600, 12 * 3600)
+            if stay.check_out is not None:  # on time means before the guest has gone (and left the country)
+                reported = min(reported, max(stay.check_in + MINUTE, stay.check_out - 10 * MINUTE))
         check_in = self.guest_event(p, stay, "CHECK_IN", reported, room)
         last = reported
         if stay.correction:  # the front desk fixes the room number the same day
