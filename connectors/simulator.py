@@ -1465,21 +1465,28 @@ class _Generator:
 
     def _f_itas_worker(self, p: _Person, region: str) -> None:
         """A worker of the Mojokerto sponsor: arrives on an ITAS visa in Jakarta, lives at the company
-        mess; the office issues the ITAS (same end date) days later."""
+        mess; the office issues the ITAS (same end date) days later. In the permit's last days the
+        worker checks out of the mess and flies home from Jakarta the next day."""
         r = self.rng
         a0 = r.randrange(self.days)
         reg = _REGIONS[region]
         tz = _tz_of_checkpoint(reg.checkpoint)
-        until = self.day(a0) + timedelta(days=r.choice((179, 364)))
+        term = r.choice((179, 364))
+        until = self.day(a0) + timedelta(days=term)
+        leaves = a0 + term - r.randint(0, 3)  # the departure day, within the permit
+        out = self.checkout_time(leaves - 1, WIB_H) if leaves <= self.days - 1 else None
         details = {
             "permit_type": "ITAS",
             "authorised_until": until.isoformat(),
             "declared_establishment_id": MESS["establishment_id"],
             "declared_address": f"Mess {SPONSOR['name']}, Ngoro, Mojokerto",
         }
-        self.crossing(p, reg.checkpoint, "ARRIVAL", self.at(a0, self.secs(6, 21), tz), arrival=details)
+        arrived = self.at(a0, self.secs(6, 21), tz)
+        self.crossing(p, reg.checkpoint, "ARRIVAL", arrived, arrival=details)
         p.used.add(MESS["establishment_id"])
-        self.emit_stay(p, _Stay(MESS, self.at(a0 + 1, self.secs(13, 20), WIB_H), None, until, permit="ITAS"))
+        self.emit_stay(p, _Stay(MESS, self.at(a0 + 1, self.secs(13, 20), WIB_H), out, until, permit="ITAS"))
+        if out is not None:
+            self.depart(p, region, leaves, out, arrived)
         issued = self.at(a0 + r.randint(3, 10), self.secs(8, 15), WIB_H)
         body: Event = {
             "event_id": self._id("prm"),

@@ -277,11 +277,22 @@ class EntityDetector:
         due = day_start(_day_of(ny, nm, self.rules.sponsor.due_day))
         self.timeline.schedule(due, f"due:{sp.id}:{month}", ("due", sp.id, month))
 
+    def _forget_permits(self, sp: Sponsor, at: int) -> None:
+        """Forget the permits no report within the retention horizon can count: cancelled before it,
+        or ended two months before it (every report whose period they cover was due by then). A
+        permit fact or report later than the horizon is judged without them."""
+        before = at - self.rules.retention.days * DAY_MS
+        ended_before = local_day(before) - 62
+        for pk, (occurred, until, action) in list(sp.permits.items()):
+            if until < ended_before or (action == "CANCELLED" and occurred < before):
+                del sp.permits[pk]
+
     def _report(self, at: int, rec: dict[str, Any]) -> None:
         s = rec["sponsor"]
         sp = self._sponsor(s["sponsor_id"], s["office"], at)
         period_end = days(rec["period_end"])
         sp.reports.append((period_end, at))
+        self._forget_permits(sp, at)
         roster = {str(e["foreigner"]["person_key"]) for e in rec["roster"]}
         valid = {pk for pk, (_, until, action) in sp.permits.items() if action != "CANCELLED" and until >= period_end}
         omitted, unlisted = sorted(valid - roster), sorted(roster - valid)

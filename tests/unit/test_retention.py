@@ -145,6 +145,39 @@ def test_a_screening_older_than_the_lookback_is_forgotten_and_no_longer_counts()
     assert not any(e["name"] == "previous_delay" for e in screening["evidence"])
 
 
+def test_a_sponsor_forgets_permits_that_ended_or_were_cancelled_before_the_horizon() -> None:
+    from test_detect_entity import D0 as E0
+    from test_detect_entity import at as at_entity
+    from test_detect_entity import permit_fact, report
+
+    from streams.detect.entity import EntityDetector
+
+    det = EntityDetector(RULES, 1, clock=lambda: 0)
+
+    def until(day: int) -> list[dict[str, Any]]:
+        late = int(RULES.time.lateness_seconds * 1000) + 1
+        tick = {"t": "tick", "src": 0, "at": at_entity(day) + late}
+        return det.offer_fact(tick) + det.offer_report("clock_tick", {"reported_at": at_entity(day) + late})
+
+    for fact in (
+        permit_fact("ended", 1, 40),
+        permit_fact("cancelled", 1, 400, "CANCELLED"),
+        permit_fact("valid", 1, 400),
+        permit_fact("ends-soon", 1, 150),
+    ):
+        det.offer_fact(fact)
+    det.offer_report("sponsor_report", report(33, date(2026, 1, 31), ["valid", "ended", "ends-soon"]))
+    until(34)
+    assert set(det.sponsors["SPN-1"].permits) == {"ended", "cancelled", "valid", "ends-soon"}
+    # mid-June: the horizon reaches back to May; "ended" (day 40, in February) was last counted by
+    # January's report, "cancelled" was cancelled in January
+    assert E0 + 160 - H - 62 > E0 + 40
+    det.offer_report("sponsor_report", report(160, date(2026, 5, 31), ["valid", "ends-soon"]))
+    alerts = until(161)
+    assert set(det.sponsors["SPN-1"].permits) == {"valid", "ends-soon"}
+    assert not [a for a in alerts if a["rule_id"] == "sponsor.roster_mismatch"]
+
+
 def test_a_redelivery_inside_the_horizon_is_ignored() -> None:
     event = hotel("d1", at(1), 1, expected_out=3, eid="same")
     retaining = PersonDetector(RULES, clock=lambda: 0)

@@ -442,6 +442,24 @@ def test_overstayers_who_stay_on_leave_months_later_when_the_horizon_allows() ->
     assert 0 < left <= len(stay_on)
 
 
+def test_itas_workers_go_home_before_their_permit_ends_and_never_overstay() -> None:
+    s = sim(days=500, travellers=300)
+    workers = people_in(s, "itas_worker")
+    gone = 0
+    for person in workers:
+        events = by_person(s)[person]
+        (arrival,) = [e for e in events if e.get("direction") == "ARRIVAL"]
+        until = date.fromisoformat(arrival["arrival"]["authorised_until"])
+        departures = [e for e in events if e.get("direction") == "DEPARTURE"]
+        if until < s.end.date() - timedelta(days=1):
+            (dep,) = departures
+            assert date.fromisoformat(dep["occurred_at"][:10]) <= until
+            gone += 1
+        # the warning a week before, while they are still at work; never an overstay
+        assert {t["rule_id"] for t in labels_of(s, person)} <= {"permit.expiring"}
+    assert gone
+
+
 def test_a_voa_extension_on_time_prevents_the_overstay() -> None:
     s = sim()
     for person in people_in(s, "voa_extension"):
