@@ -142,7 +142,13 @@ def run_detector_demo(
     # its own topics: the live stack's clock is at today, the simulation's history is not
     sim_settings = settings.model_copy(update={"topic_prefix": f"sim-{int(time.time())}."})
     names = [sim_settings.topic(t.name) for t in TOPICS]
-    localstack.create_topics(settings.kafka_bootstrap, names, settings.topic_partitions, settings.topic_replication)
+    localstack.create_topics(
+        settings.kafka_bootstrap,
+        names,
+        settings.topic_partitions,
+        settings.topic_replication,
+        max_message_bytes=settings.kafka_max_message_bytes,
+    )
     with detector_workers(sim_settings, 1):
         stats = asyncio.run(replay(sim_settings, events))
         say(

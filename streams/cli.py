@@ -128,7 +128,13 @@ def topics() -> None:
     s = _settings()
     names = [s.topic(t.name) for t in TOPICS]
     try:
-        created = localstack.create_topics(s.kafka_bootstrap, names, s.topic_partitions, s.topic_replication)
+        created = localstack.create_topics(
+            s.kafka_bootstrap,
+            names,
+            s.topic_partitions,
+            s.topic_replication,
+            max_message_bytes=s.kafka_max_message_bytes,
+        )
     except localstack.StackError as exc:
         raise _fail(exc) from None
     for n in names:

@@ -224,11 +224,13 @@ def create_topics(
     replication: int,
     *,
     timeout: float = 30.0,
+    max_message_bytes: int | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet and wait until metadata shows every one ready.
 
-    Idempotent: existing topics are left as they are (a differing partition count is logged).
-    Returns the names this call created.
+    ``max_message_bytes``: the topics' ``max.message.bytes`` (a sponsor report's roster can pass
+    Kafka's 1 MB default). Idempotent: existing topics are left as they are (a differing partition
+    count is logged). Returns the names this call created.
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -237,6 +239,7 @@ def create_topics(
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return []
+    configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap, client_id="pora-localstack-admin", request_timeout_ms=int(timeout * 1000)
     )
@@ -246,7 +249,7 @@ def create_topics(
         if missing:
             try:
                 admin.create_topics(
-                    [NewTopic(name, partitions, replication) for name in missing],
+                    [NewTopic(name, partitions, replication, topic_configs=configs) for name in missing],
                     timeout_ms=int(timeout * 1000),
                 )
             except TopicAlreadyExistsError:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="", description="prepended to every topic name (tests, tenants)")
     topic_partitions: int = 6
     topic_replication: int = 1
+    kafka_max_message_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=512 * 1024,
+        description="largest record a topic takes: topics are created with this max.message.bytes (Kafka's "
+        "own default is 1 MB) and the gateway refuses, with a 4xx, an event whose record would be larger",
+    )
 
     # Gateway
     gateway_host: str = "127.0.0.1"

@@ -116,7 +116,13 @@ def up(settings: Settings, *, say: Callable[[str], object] = print) -> None:
         say(f"broker    started (pid {proc.pid}) on {bootstrap}, log {state / 'broker.log'}")
 
     names = [settings.topic(t.name) for t in TOPICS]
-    created = localstack.create_topics(bootstrap, names, settings.topic_partitions, settings.topic_replication)
+    created = localstack.create_topics(
+        bootstrap,
+        names,
+        settings.topic_partitions,
+        settings.topic_replication,
+        max_message_bytes=settings.kafka_max_message_bytes,
+    )
     say(f"topics    {len(names)} ready ({len(created)} created, {settings.topic_partitions} partitions each)")
 
     ensure_local_keys(settings)

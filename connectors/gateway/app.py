@@ -141,6 +141,8 @@ def _result(outcome: Outcome, total: int) -> web.Response:
             status, kind = 403, "forbidden"
         elif total == 1 and outcome.rejections[0].reason == "conflict":
             status, kind = 409, "conflict"
+        elif total == 1 and outcome.rejections[0].reason == "too_large":
+            status, kind = 413, "too-large"
         else:
             status, kind = 422, "invalid-events"
         detail = f"{len(outcome.rejections)} of {total} events were rejected and kept in the dead-letter topic"
@@ -338,7 +340,11 @@ def build_app(settings: Settings, keys: KeyRing, publisher: Publisher | None = N
     app = web.Application(
         client_max_size=settings.gateway_max_body_bytes, middlewares=[security_headers, errors_as_problems]
     )
-    pub = publisher or KafkaPublisher(settings.kafka_bootstrap, send_timeout_s=settings.gateway_send_timeout_seconds)
+    pub = publisher or KafkaPublisher(
+        settings.kafka_bootstrap,
+        send_timeout_s=settings.gateway_send_timeout_seconds,
+        max_message_bytes=settings.kafka_max_message_bytes,
+    )
     app[SETTINGS] = settings
     app[KEYS] = keys
     workers = settings.gateway_workers if settings.gateway_workers >= 0 else default_workers()

@@ -102,6 +102,16 @@ def truncation_note(raw: bytes, keep: int, *, total: str | None = None) -> Field
     return FieldError("<raw>", f"truncated: the first {keep} bytes of {whole} are kept")
 
 
+def too_large(value: bytes, limit: int, topic: str) -> FieldError:
+    """Why an event cannot go to its topic: its record is over ``PORA_KAFKA_MAX_MESSAGE_BYTES``."""
+    return FieldError(
+        "<event>",
+        f"{len(value):,} bytes once encoded, over the {limit:,} bytes a record of {topic} may have; "
+        "a sponsor report this large must wait for the operator to raise PORA_KAFKA_MAX_MESSAGE_BYTES "
+        "(and the topic's max.message.bytes)",
+    )
+
+
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -223,7 +233,8 @@ class Ingestor:
     async def _publish(
         self, source: Source, kind: str, ready: list[Ready], outcome: Outcome, now_ms: int
     ) -> list[Rejection]:
-        """Publish new events, answer repeats from the index; returns conflicting repeats."""
+        """Publish new events, answer repeats from the index; returns conflicting repeats and the
+        events too large for the topic."""
         conflicts: list[Rejection] = []
         mine: list[Ready] = []
         waits: list[tuple[Ready, asyncio.Future[None]]] = []
@@ -232,7 +243,11 @@ class Ingestor:
         in_flight = self.dedup.in_flight
         # One future for the whole publish: requests repeating one of its events wait on it.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        limit = self.settings.kafka_max_message_bytes
         for r in ready:
+            if len(r.value) > limit:  # the broker would refuse it however often it came: say so, keep it
+                conflicts.append(Rejection(r.at, r.label, "too_large", [too_large(r.value, limit, topic)], r.value))
+                continue
             known = self.dedup.get(r.event_id)
             if known is not None:
                 conflicts += self._answer_known(r, known, outcome, source, kind)

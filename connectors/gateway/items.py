@@ -69,7 +69,7 @@ def _scalar(v: Any) -> bytes:
 class Rejection:
     index: int
     label: str
-    reason: str  # invalid | forbidden | conflict
+    reason: str  # invalid | forbidden | conflict | too_large
     errors: list[FieldError]
     raw: bytes = b""
 

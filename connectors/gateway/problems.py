@@ -14,7 +14,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "forbidden": "The key may not send this kind of event, or not for this establishment, checkpoint, "
     "sponsor, agency or office.",
     "conflict": "The event_id was already receipted for different content.",
-    "too-large": "The body or the batch is larger than the gateway accepts.",
+    "too-large": "The body, the batch or an event is larger than the gateway or its topic accepts.",
     "unsupported-media-type": "The Content-Type is not one the endpoint accepts.",
     "not-found": "No such endpoint or event kind.",
     "method-not-allowed": "The endpoint does not answer this HTTP method.",

@@ -39,14 +39,20 @@ class KafkaPublisher:
     """aiokafka producer with acks from all in-sync replicas; returns per-record failures."""
 
     def __init__(
-        self, bootstrap: str, *, send_timeout_s: float = 30.0, linger_ms: int = 5, client_id: str = "pora-gateway"
+        self,
+        bootstrap: str,
+        *,
+        send_timeout_s: float = 30.0,
+        linger_ms: int = 5,
+        client_id: str = "pora-gateway",
+        max_message_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self._config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap,
             acks="all",
             linger_ms=linger_ms,
             max_batch_size=512 * 1024,
-            max_request_size=8 * 1024 * 1024,
+            max_request_size=max_message_bytes + 64 * 1024,  # a record alone in its batch, with the framing
             request_timeout_ms=int(send_timeout_s * 1000),
             client_id=client_id,
         )

@@ -261,6 +261,32 @@ def test_limits_and_media_types(
         gw.stop()
 
 
+def test_an_event_too_large_for_its_topic_is_refused_with_the_limit_and_dead_lettered(
+    kafka_bootstrap: str, topics: dict[str, str], topic_prefix: str, tmp_path: Path, consume: Consume
+) -> None:
+    limit = 512 * 1024
+    settings = gateway_settings(kafka_bootstrap, topic_prefix, tmp_path, kafka_max_message_bytes=limit)
+    gw = RunningGateway(settings, write_keys(settings.keys_file)).start()
+    try:
+        f = SampleFactory(seed=11)
+        big = f.sponsor_report(roster=6_000)  # a real broker with this limit would refuse it for ever
+        status, body, _ = gw.post(EVENTS + "sponsor-reports", big, source="sponsor")
+        assert status == 413 and body["type"] == "/problems/too-large", body
+        (error,) = body["errors"]
+        assert error["field"] == "<event>" and f"over the {limit:,} bytes" in error["problem"]
+        # in a batch, the others go through
+        small = f.sponsor_report(roster=3)
+        status, body, _ = gw.post(EVENTS + "sponsor-reports", [f.sponsor_report(roster=6_000), small], source="sponsor")
+        assert status == 422 and body["accepted"] == 1 and body["rejected"] == 1
+        assert [e["index"] for e in body["errors"]] == [0]
+        assert len(consume(topics["sponsor.reports"], 1)) == 1
+        letters = decoded(consume(topics["dead-letters"], 2))
+        assert [d["reason"] for d in letters] == ["too_large", "too_large"]
+        assert all(any("over the" in e["problem"] for e in d["errors"]) for d in letters)
+    finally:
+        gw.stop()
+
+
 def test_restarted_gateway_still_answers_repeats_with_the_first_receipt(
     kafka_bootstrap: str, topics: dict[str, str], topic_prefix: str, tmp_path: Path, consume: Consume
 ) -> None:
