@@ -209,12 +209,12 @@ class AlertBoard:
         if self._since_sweep >= SWEEP_EVERY:
             self.sweep()
 
-    def _stays(self, a: Alert) -> bool:
+    def _stays(self, a: Alert, before: int, critical_before: int) -> bool:
         last = max([int(a.record["occurred_at"])] + [int(x["occurred_at"]) for x in a.actions])
-        if last >= self.newest - self.horizon_ms:
+        if last >= before:
             return True
         return (
-            last >= self.newest - self.critical_ms
+            last >= critical_before
             and a.record["severity"] == "CRITICAL"
             and a.record["status"] != "WITHDRAWN"
             and a.triage != "RESOLVED"
@@ -225,7 +225,8 @@ class AlertBoard:
         recognise their records); returns how many left."""
         self._since_sweep = 0
         before = self.newest - self.horizon_ms
-        gone = [a for a in self.alerts.values() if not self._stays(a)]
+        critical_before = self.newest - self.critical_ms
+        gone = [a for a in self.alerts.values() if not self._stays(a, before, critical_before)]
         for a in gone:
             del self.alerts[a.alert_id]
             for h in a.history:

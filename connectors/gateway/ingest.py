@@ -107,8 +107,8 @@ def too_large(value: bytes, limit: int, topic: str) -> FieldError:
     return FieldError(
         "<event>",
         f"{len(value):,} bytes once encoded, over the {limit:,} bytes a record of {topic} may have; "
-        "a sponsor report this large must wait for the operator to raise PORA_KAFKA_MAX_MESSAGE_BYTES "
-        "(and the topic's max.message.bytes)",
+        "it can only be taken once the operator raises PORA_KAFKA_MAX_MESSAGE_BYTES (and the topic's "
+        "max.message.bytes)",
     )
 
 
